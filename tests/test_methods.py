@@ -1,0 +1,204 @@
+"""The seven methods of the reference paper on a tiny random-initialised Llama model."""
+
+from __future__ import annotations
+
+import lightning as Lg
+import pytest
+import torch
+from transformers import AutoModelForCausalLM
+
+from lightning_unlearn import (
+    AdversarialSamples,
+    GradientAscent,
+    GradientAscentDescent,
+    GradientAscentKL,
+    RandomLabels,
+)
+from lightning_unlearn.losses import token_nll
+
+
+class _Repeat(torch.utils.data.IterableDataset):
+    def __init__(self, batch, n):
+        self.batch, self.n = batch, n
+
+    def __iter__(self):
+        for _ in range(self.n):
+            yield self.batch
+
+    def __len__(self):
+        return self.n
+
+
+def fit(module, forget, retain, steps):
+    data = _Repeat({"forget": forget, "retain": retain}, steps)
+    trainer = Lg.Trainer(
+        max_steps=steps,
+        accelerator="cpu",
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+    )
+    trainer.fit(module, torch.utils.data.DataLoader(data, batch_size=None))
+    return trainer
+
+
+@torch.no_grad()
+def nll(module, batch):
+    module.eval()
+    return token_nll(module(batch), batch["labels"]).item()
+
+
+def build(cls, path, **kw):
+    kw.setdefault("warmup_ratio", 0.0)
+    kw.setdefault("scheduler", "constant")
+    module = cls(str(path), **kw)
+    module.configure_model()
+    return module
+
+
+def test_kl_is_zero_at_step_zero_and_positive_after_a_step(tiny_model_dir, forget_batch, retain_batch):
+    module = build(GradientAscentKL, tiny_model_dir, learning_rate=1e-2)
+    assert module.retain_loss(retain_batch).item() == pytest.approx(0.0, abs=1e-7)
+    fit(module, forget_batch, retain_batch, 1)
+    assert module.retain_loss(retain_batch).item() > 1e-6
+    # the reference is frozen and stays equal to the original weights
+    original = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    for (n, p), (_, q) in zip(module.reference.named_parameters(), original.named_parameters()):
+        assert not p.requires_grad and torch.equal(p, q), n
+
+
+def test_gradient_ascent_raises_forget_nll(trained_tiny_model_dir, forget_batch, retain_batch):
+    module = build(GradientAscent, trained_tiny_model_dir, learning_rate=3e-3)
+    before = nll(module, forget_batch)
+    fit(module, forget_batch, retain_batch, 5)
+    after = nll(module, forget_batch)
+    assert after > before + 0.5, (before, after)
+
+
+def test_ga_gd_keeps_retain_much_better_than_ga(trained_tiny_model_dir, forget_batch, retain_batch):
+    ga = build(GradientAscent, trained_tiny_model_dir, learning_rate=3e-3)
+    gd = build(GradientAscentDescent, trained_tiny_model_dir, learning_rate=3e-3)
+    f0, r0 = nll(ga, forget_batch), nll(ga, retain_batch)
+    fit(ga, forget_batch, retain_batch, 8)
+    torch.manual_seed(0)
+    fit(gd, forget_batch, retain_batch, 8)
+    ga_forget, ga_retain = nll(ga, forget_batch), nll(ga, retain_batch)
+    gd_forget, gd_retain = nll(gd, forget_batch), nll(gd, retain_batch)
+    assert gd_forget > f0 + 0.5, (f0, gd_forget)
+    assert ga_retain - r0 > 0.5, (r0, ga_retain)
+    assert gd_retain - r0 < 0.25 * (ga_retain - r0), (r0, ga_retain, gd_retain)
+
+
+def test_adversarial_samples_targets_and_training(trained_tiny_model_dir, forget_batch, retain_batch):
+    module = build(AdversarialSamples, trained_tiny_model_dir, learning_rate=3e-3)
+    targets = module.forget_targets(forget_batch)
+    labels = forget_batch["labels"]
+    real = labels[:, 1:] != -100
+    assert (targets[:, 1:][real] != labels[:, 1:][real]).all()
+    assert (targets[:, 1:][~real] == -100).all() and (targets[:, 0] == -100).all()
+    before = nll(module, forget_batch)
+    fit(module, forget_batch, retain_batch, 5)
+    assert nll(module, forget_batch) > before
+
+
+def test_random_labels_random_model_targets_are_distributions(trained_tiny_model_dir, forget_batch, retain_batch):
+    module = build(RandomLabels, trained_tiny_model_dir, target="random_model", learning_rate=3e-3)
+    q = module.forget_targets(forget_batch)
+    assert q.shape[-1] == module.hf_model.config.vocab_size
+    assert (q >= 0).all()
+    assert torch.allclose(q.sum(-1), torch.ones(q.shape[:-1]), atol=1e-5)
+    # a randomly initialised model, not the trained one: its weights differ
+    p_model = next(module.hf_model.parameters())
+    p_random = next(module.random_model.parameters())
+    assert not torch.equal(p_model, p_random)
+    before = nll(module, forget_batch)
+    fit(module, forget_batch, retain_batch, 5)
+    assert nll(module, forget_batch) > before
+
+
+def test_random_labels_uniform_raises_forget_nll(trained_tiny_model_dir, forget_batch, retain_batch):
+    module = build(RandomLabels, trained_tiny_model_dir, target="uniform", learning_rate=3e-3)
+    before = nll(module, forget_batch)
+    fit(module, forget_batch, retain_batch, 5)
+    assert nll(module, forget_batch) > before
+
+
+def test_losses_are_logged(tiny_model_dir, forget_batch, retain_batch):
+    module = build(GradientAscentDescent, tiny_model_dir, learning_rate=1e-3)
+    trainer = fit(module, forget_batch, retain_batch, 2)
+    logged = trainer.callback_metrics
+    assert {"train/forget_loss", "train/retain_loss", "train/loss"} <= set(logged)
+    total = module.forget_weight * logged["train/forget_loss"] + module.retain_weight * logged["train/retain_loss"]
+    assert logged["train/loss"].item() == pytest.approx(total.item(), rel=1e-5)
+
+
+def test_export_reloads_equal_weights(tiny_model_dir, forget_batch, retain_batch, tmp_path):
+    module = build(GradientAscent, tiny_model_dir, learning_rate=1e-2)
+    fit(module, forget_batch, retain_batch, 2)
+    out = module.export(tmp_path / "unlearned")
+    assert any(out.glob("*.safetensors")) and not any(out.glob("*.bin"))
+    assert (out / "tokenizer.json").exists()
+    reloaded = AutoModelForCausalLM.from_pretrained(out)
+    trained = module.hf_model.state_dict()
+    for name, tensor in reloaded.state_dict().items():
+        assert torch.equal(tensor, trained[name]), name
+    original = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    assert not torch.equal(original.model.embed_tokens.weight, reloaded.model.embed_tokens.weight)
+
+
+def test_scheduler_warmup_then_cosine(tiny_model_dir, forget_batch, retain_batch):
+    module = build(GradientAscent, tiny_model_dir, learning_rate=1e-3, warmup_ratio=0.25, scheduler="cosine")
+    lrs = []
+
+    class Record(Lg.Callback):
+        def on_train_batch_start(self, trainer, *a):
+            lrs.append(trainer.optimizers[0].param_groups[0]["lr"])
+
+    data = _Repeat({"forget": forget_batch}, 8)
+    Lg.Trainer(max_steps=8, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+               callbacks=[Record()], enable_model_summary=False).fit(
+        module, torch.utils.data.DataLoader(data, batch_size=None))
+    assert lrs[0] == pytest.approx(0.5e-3) and lrs[1] == pytest.approx(1e-3)
+    assert lrs[2] == pytest.approx(1e-3)
+    assert all(a >= b for a, b in zip(lrs[1:], lrs[2:])) and lrs[-1] < 0.2e-3
+
+
+# ----------------------------------------------------------------------------- bad input
+def test_unknown_method_option_is_named(tiny_model_dir):
+    with pytest.raises(TypeError, match="forget_wieght"):
+        GradientAscent(str(tiny_model_dir), forget_wieght=1.0)
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"learning_rate": 0.0}, "learning_rate must be > 0"),
+        ({"retain_weight": -1.0}, "retain_weight must be >= 0"),
+        ({"scheduler": "linear"}, "scheduler must be"),
+        ({"warmup_ratio": 1.5}, "warmup_ratio"),
+    ],
+)
+def test_bad_hyper_parameters(tiny_model_dir, kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        GradientAscentDescent(str(tiny_model_dir), **kwargs)
+
+
+def test_forget_batch_without_targets(tiny_model_dir, forget_batch):
+    module = build(GradientAscent, tiny_model_dir)
+    empty = dict(forget_batch, labels=torch.full_like(forget_batch["labels"], -100))
+    with pytest.raises(ValueError, match="forget batch has no real target tokens"):
+        module.training_step({"forget": empty}, 0)
+
+
+def test_missing_model_path(tmp_path):
+    module = GradientAscent(str(tmp_path / "no-such-model"))
+    with pytest.raises(FileNotFoundError, match="no-such-model"):
+        module.configure_model()
+
+
+def test_retain_method_without_retain_data(tiny_model_dir, forget_batch):
+    module = build(GradientAscentDescent, tiny_model_dir)
+    with pytest.raises(ValueError, match="needs retain data"):
+        module.training_step({"forget": forget_batch}, 0)
