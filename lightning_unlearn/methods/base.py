@@ -41,10 +41,10 @@ class UnlearningModule(LightningModule):
     """Shared machinery of all unlearning methods.
 
     Args:
-        model: the model to unlearn: a local directory with a Hugging Face checkpoint, a ``.gguf``
+        model_name_or_path: the model to unlearn: a local directory with a Hugging Face checkpoint, a ``.gguf``
             file, or a Hugging Face hub id.
-        gguf_file: name of a GGUF file inside ``model`` when ``model`` is a folder.
-        tokenizer: where to load the tokenizer from (defaults to ``model``); exported with the model.
+        gguf_file: name of a GGUF file inside ``model_name_or_path`` when it is a folder.
+        tokenizer: where to load the tokenizer from (defaults to ``model_name_or_path``); exported with the model.
         trust_remote_code: allow model code from the hub to run. Off by default: only enable it for
             repositories you trust.
         dtype: weight dtype to load (``"float32"``, ``"bf16"``, ``"fp16"``); ``None`` keeps the
@@ -69,7 +69,7 @@ class UnlearningModule(LightningModule):
 
     def __init__(
         self,
-        model: str,
+        model_name_or_path: str,
         *,
         gguf_file: str | None = None,
         tokenizer: str | None = None,
@@ -96,7 +96,7 @@ class UnlearningModule(LightningModule):
             raise ValueError(f"scheduler must be 'cosine' or 'constant', got {scheduler!r}")
         if isinstance(lora, dict):
             lora = LoraSettings(**lora)
-        self.model_name_or_path = str(model)
+        self.model_name_or_path = str(model_name_or_path)
         self.gguf_file = gguf_file
         self.tokenizer_name_or_path = tokenizer
         self.trust_remote_code = trust_remote_code

@@ -31,7 +31,7 @@ class RandomLabels(UnlearningModule):
 
     def __init__(
         self,
-        model: str,
+        model_name_or_path: str,
         *,
         target: Literal["uniform", "random_model"] = "uniform",
         random_seed: int = 1234,
@@ -39,7 +39,7 @@ class RandomLabels(UnlearningModule):
     ) -> None:
         if target not in ("uniform", "random_model"):
             raise ValueError(f"target must be 'uniform' or 'random_model', got {target!r}")
-        super().__init__(model, **kwargs)
+        super().__init__(model_name_or_path, **kwargs)
         self.target = target
         self.random_seed = random_seed
         self.random_model = None
