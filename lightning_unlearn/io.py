@@ -42,6 +42,9 @@ def atomic_directory(path: str | os.PathLike, *, overwrite: bool = True) -> Iter
         check_output_dir(final, overwrite=False)
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-", dir=final.parent))
+    _umask = os.umask(0)
+    os.umask(_umask)
+    os.chmod(tmp, 0o777 & ~_umask)
     try:
         yield tmp
         if final.exists():
