@@ -1,0 +1,490 @@
+"""``UnlearningDataModule``: forget / retain training data and named evaluation splits.
+
+Training (``train_dataloader``) yields ``{"forget": batch, "retain": batch}`` through a Lightning
+``CombinedLoader`` in ``"min_size"`` mode: the forget loader is finite (one epoch is one pass over
+the forget set) and the retain loader never ends (it reshuffles and starts again), so the epoch
+length is exactly the forget loader's length. Without a retain source the batches are
+``{"forget": batch}``.
+
+Evaluation (``val_dataloader`` / ``test_dataloader``) is a ``CombinedLoader`` in ``"sequential"``
+mode over the splits present, in the order ``forget``, ``approximate``, ``retain``, ``general``
+(``eval_split_names``); every batch carries ``"split"`` (its name), ``"zlib_len"`` and
+``"doc_index"``. Evaluation windows are always per-document chunks, never packed, so per-chunk
+scores (membership inference, verbatim memorisation) refer to one document.
+
+Distributed runs: the module shards every split itself by ``trainer.global_rank`` and
+``trainer.world_size`` with samplers that Lightning leaves alone (``DistributedSampler``
+subclasses), so Lightning adds no sampler of its own:
+
+* evaluation splits are split strided (rank ``r`` gets chunks ``r, r + W, r + 2W, ...``): disjoint,
+  together exactly the split, nothing counted twice (ranks may differ by one chunk);
+* the forget set is shuffled each epoch with ``seed + epoch`` and split strided; when it does not
+  divide evenly, the first chunks of that epoch's order are repeated so that every rank gets
+  ``ceil(N / W)`` chunks (``torch.utils.data.DistributedSampler``'s rule) and the same number of
+  batches -- otherwise DDP would hang on the last step;
+* the retain set is split the same way, and each rank cycles through its own shard.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+from collections.abc import Iterator
+from typing import Any
+
+import torch
+from lightning.pytorch import LightningDataModule
+from lightning.pytorch.utilities import CombinedLoader
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
+
+from .cache import (
+    cache_key,
+    default_cache_dir,
+    documents_fingerprint,
+    load_or_build,
+    tokenizer_fingerprint,
+)
+from .sources import DataSource, SourceError, read_documents
+from .tokenize import PadCollator, chunk_documents, pack_documents
+
+log = logging.getLogger(__name__)
+
+__all__ = ["UnlearningDataModule", "ChunkDataset", "EVAL_SPLIT_ORDER"]
+
+EVAL_SPLIT_ORDER = ("forget", "approximate", "retain", "general")
+
+
+class ChunkDataset(Dataset):
+    """Map-style view of a tokenised split returning only the model's columns."""
+
+    def __init__(self, data, *, with_eval_columns: bool = False) -> None:
+        columns = [c for c in ("input_ids", "position_ids") if c in data.column_names]
+        if with_eval_columns:
+            columns += ["zlib_len", "doc_index"]
+        self.data = data.select_columns(columns)
+
+    def __len__(self) -> int:
+        return len(self.data)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        return self.data[int(index)]
+
+
+class EvalShardSampler(DistributedSampler):
+    """Strided, disjoint shard of an evaluation split, without padding or shuffling."""
+
+    def __init__(self, dataset: Dataset, *, num_replicas: int, rank: int) -> None:
+        super().__init__(dataset, num_replicas=num_replicas, rank=rank, shuffle=False)
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(range(self.rank, len(self.dataset), self.num_replicas))
+
+    def __len__(self) -> int:
+        return len(range(self.rank, len(self.dataset), self.num_replicas))
+
+
+class CyclingBatchSampler(Sampler[list[int]]):
+    """Endless batches of a fixed size from one rank's shard, reshuffled on every pass.
+
+    The shard is strided over ``range(n)`` and padded by wrapping around to ``ceil(n / W)``
+    indices, so every rank has data even when ``n < W``. Batches run on across passes, so every
+    batch has exactly ``batch_size`` rows. Has no ``__len__``: ``CombinedLoader`` treats it as
+    infinite in ``"min_size"`` mode.
+    """
+
+    def __init__(
+        self,
+        n: int,
+        batch_size: int,
+        *,
+        seed: int,
+        rank: int = 0,
+        world_size: int = 1,
+        shuffle: bool = True,
+    ) -> None:
+        self.batch_size = batch_size
+        self.seed = seed
+        self.rank = rank
+        self.shuffle = shuffle
+        per_rank = math.ceil(n / world_size)
+        self.shard = [(rank + k * world_size) % n for k in range(per_rank)]
+        self.passes = 0
+
+    def __iter__(self) -> Iterator[list[int]]:
+        batch: list[int] = []
+        while True:
+            order = self.shard
+            if self.shuffle:
+                g = torch.Generator().manual_seed(
+                    self.seed * 1_000_003 + self.rank * 10_007 + self.passes
+                )
+                order = [
+                    self.shard[i] for i in torch.randperm(len(self.shard), generator=g).tolist()
+                ]
+            self.passes += 1
+            for index in order:
+                batch.append(index)
+                if len(batch) == self.batch_size:
+                    yield batch
+                    batch = []
+
+
+class CyclingLoader:
+    """An endless iterable of retain batches (deliberately not a ``DataLoader``, so Lightning
+    neither re-samples it nor asks for its length)."""
+
+    def __init__(self, loader: DataLoader) -> None:
+        self.loader = loader
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        return iter(self.loader)
+
+
+class UnlearningDataModule(LightningDataModule):
+    """Forget / retain training data and the evaluation splits of an unlearning run.
+
+    A source is a path string (a ``.jsonl``/``.json``/``.csv``/``.parquet``/text file or a
+    directory) or a :class:`DataSource` (``path`` with ``glob``/``text_column``, or a Hugging Face
+    dataset via ``hf_name``/``hf_config``/``split``). In YAML::
+
+        data:
+          tokenizer: HuggingFaceTB/SmolLM2-135M
+          forget: {hf_name: llmunlearn/unlearn_dataset, hf_config: arxiv, split: forget}
+          retain: {hf_name: llmunlearn/unlearn_dataset, hf_config: arxiv, split: retain}
+          approximate: {hf_name: llmunlearn/unlearn_dataset, hf_config: arxiv, split: approximate}
+          max_length: 4096
+
+    Args:
+        tokenizer: the model's tokenizer: a local model folder, a ``.gguf`` file or a hub id
+            (from Python a loaded tokenizer object works too). A tokenizer without a pad token
+            pads with its EOS token (a notice is logged); padded positions are masked.
+        forget: documents to forget (training, and the ``forget`` evaluation split unless
+            ``eval_forget`` is given).
+        retain: documents whose knowledge must stay (training retain term, and the ``retain``
+            evaluation split unless ``eval_retain`` is given). ``None``: forget batches only.
+        approximate: unseen in-distribution text, the approximate-retrain reference (evaluation
+            only). The model must never have trained on it.
+        eval_forget: forget evaluation split, when it differs from the training forget set.
+        eval_retain: retain evaluation split, when it differs from the training retain set.
+        general: general-domain text for utility (evaluation only).
+        max_length: tokens per window (the paper uses 4096).
+        min_chunk_tokens: windows with fewer document tokens are dropped (the paper drops chunks
+            under 5 tokens).
+        packing: training only: lay documents end to end and cut into full ``max_length``
+            windows without padding, instead of one or more padded windows per document.
+        batch_size: forget windows per training batch (per process).
+        retain_per_forget: retain windows per forget window (the paper's ``positive_ratio``):
+            the retain batch size is ``batch_size * retain_per_forget``.
+        eval_batch_size: windows per evaluation batch (per process).
+        cache_dir: where tokenised splits are cached; default ``$LIGHTNING_UNLEARN_CACHE`` or
+            ``~/.cache/lightning_unlearn/data``. The cache key covers the tokenizer,
+            ``max_length``, ``min_chunk_tokens``, packing and the documents' content.
+        num_workers: DataLoader worker processes.
+        seed: seed of the forget shuffling (``seed + epoch``) and of the retain order.
+        shuffle: shuffle training windows (forget and retain); evaluation is never shuffled.
+        gguf_file: GGUF file name inside ``tokenizer`` when it is a folder.
+        trust_remote_code: allow tokenizer code from the hub to run (only for trusted repos).
+        max_documents: read at most this many documents from each source that sets no
+            ``limit`` of its own (quick experiments).
+    """
+
+    def __init__(
+        self,
+        tokenizer: str,
+        *,
+        forget: str | DataSource,
+        retain: str | DataSource | None = None,
+        approximate: str | DataSource | None = None,
+        eval_forget: str | DataSource | None = None,
+        eval_retain: str | DataSource | None = None,
+        general: str | DataSource | None = None,
+        max_length: int = 512,
+        min_chunk_tokens: int = 5,
+        packing: bool = False,
+        batch_size: int = 4,
+        retain_per_forget: int = 1,
+        eval_batch_size: int = 8,
+        cache_dir: str | None = None,
+        num_workers: int = 0,
+        seed: int = 0,
+        shuffle: bool = True,
+        gguf_file: str | None = None,
+        trust_remote_code: bool = False,
+        max_documents: int | None = None,
+    ) -> None:
+        super().__init__()
+        for name, value, low in (
+            ("max_length", max_length, 2),
+            ("min_chunk_tokens", min_chunk_tokens, 1),
+            ("batch_size", batch_size, 1),
+            ("retain_per_forget", retain_per_forget, 1),
+            ("eval_batch_size", eval_batch_size, 1),
+            ("num_workers", num_workers, 0),
+        ):
+            if not isinstance(value, int) or isinstance(value, bool) or value < low:
+                raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
+        if max_documents is not None and max_documents < 1:
+            raise ValueError(f"max_documents must be >= 1 or None, got {max_documents!r}")
+        if forget is None:
+            raise ValueError("a forget source is required: pass forget='path/to/forget.jsonl'")
+        self.max_length = max_length
+        self.min_chunk_tokens = min_chunk_tokens
+        self.packing = packing
+        self.batch_size = batch_size
+        self.retain_per_forget = retain_per_forget
+        self.eval_batch_size = eval_batch_size
+        self.cache_dir = cache_dir
+        self.num_workers = num_workers
+        self.seed = seed
+        self.shuffle = shuffle
+        self.gguf_file = gguf_file
+        self.trust_remote_code = trust_remote_code
+        self.max_documents = max_documents
+
+        def coerce(value):
+            return None if value is None else DataSource.coerce(value)
+
+        self.train_sources: dict[str, DataSource] = {"forget": coerce(forget)}
+        if retain is not None:
+            self.train_sources["retain"] = coerce(retain)
+        candidates = {
+            "forget": coerce(eval_forget) or self.train_sources["forget"],
+            "approximate": coerce(approximate),
+            "retain": coerce(eval_retain) or self.train_sources.get("retain"),
+            "general": coerce(general),
+        }
+        self.eval_sources: dict[str, DataSource] = {
+            k: v for k, v in candidates.items() if v is not None
+        }
+        if isinstance(tokenizer, (str, os.PathLike)):
+            self.tokenizer_name_or_path: str | None = os.fspath(tokenizer)
+            self._tokenizer = None
+            self.save_hyperparameters()
+        else:
+            self.tokenizer_name_or_path = getattr(tokenizer, "name_or_path", None)
+            self._tokenizer = tokenizer
+            self.save_hyperparameters(ignore=["tokenizer"])
+        self._pad_token_id: int | None = None
+        self._train: dict[str, Any] = {}
+        self._eval: dict[str, Any] = {}
+        self._memo: dict[tuple, Any] = {}
+
+    # ------------------------------------------------------------------ tokenizer
+    @property
+    def tokenizer(self):
+        """The tokenizer, loaded on first use; it always has a pad token afterwards."""
+        if self._tokenizer is None:
+            from ..models import load_tokenizer
+
+            self._tokenizer = load_tokenizer(
+                self.tokenizer_name_or_path,
+                gguf_file=self.gguf_file,
+                trust_remote_code=self.trust_remote_code,
+            )
+        tok = self._tokenizer
+        if self._pad_token_id is None:
+            if tok.pad_token_id is None:
+                if tok.eos_token_id is None:
+                    raise ValueError(
+                        f"tokenizer '{self.tokenizer_name_or_path}' has neither a pad nor an eos "
+                        "token; set tokenizer.pad_token before building the data module"
+                    )
+                log.info(
+                    "tokenizer has no pad token; padding with its eos token %r (id %d). Padded "
+                    "positions are masked and carry label -100.",
+                    tok.eos_token,
+                    tok.eos_token_id,
+                )
+                tok.pad_token = tok.eos_token
+            self._pad_token_id = int(tok.pad_token_id)
+        return tok
+
+    @property
+    def pad_token_id(self) -> int:
+        self.tokenizer  # noqa: B018 - resolves the pad token
+        return self._pad_token_id
+
+    # ------------------------------------------------------------------ building splits
+    def _cache_root(self):
+        return self.cache_dir if self.cache_dir is not None else default_cache_dir()
+
+    def _with_limit(self, source: DataSource) -> DataSource:
+        if source.limit is None and self.max_documents is not None:
+            from dataclasses import replace
+
+            return replace(source, limit=self.max_documents)
+        return source
+
+    def _build(self, role: str, source: DataSource, *, packed: bool):
+        memo_key = (repr(source), packed)
+        if memo_key in self._memo:
+            return self._memo[memo_key]
+        tokenizer = self.tokenizer
+        source = self._with_limit(source)
+        texts = read_documents(source, role=role)
+        layout = "packed" if packed else "chunked"
+        key = cache_key(
+            tokenizer=tokenizer_fingerprint(tokenizer),
+            pad_token_id=self.pad_token_id,
+            max_length=self.max_length,
+            min_chunk_tokens=self.min_chunk_tokens,
+            layout=layout,
+            documents=documents_fingerprint(texts),
+        )
+        describe = f"{role} set {source.describe()}"
+
+        def build() -> dict[str, list]:
+            if packed:
+                cols, stats = pack_documents(
+                    tokenizer,
+                    texts,
+                    max_length=self.max_length,
+                    min_chunk_tokens=self.min_chunk_tokens,
+                    eos_token_id=tokenizer.eos_token_id
+                    if tokenizer.eos_token_id is not None
+                    else self.pad_token_id,
+                )
+            else:
+                cols, stats = chunk_documents(
+                    tokenizer,
+                    texts,
+                    max_length=self.max_length,
+                    min_chunk_tokens=self.min_chunk_tokens,
+                )
+            log.info(
+                "%s: %d document(s) -> %d %s window(s) of <= %d tokens (%d tokens); dropped %d "
+                "window(s) under %d tokens (%d tokens)",
+                describe,
+                stats.documents,
+                stats.chunks,
+                layout,
+                self.max_length,
+                stats.tokens,
+                stats.dropped_chunks,
+                self.min_chunk_tokens,
+                stats.dropped_tokens,
+            )
+            return cols
+
+        data = load_or_build(
+            self._cache_root(),
+            key,
+            build,
+            describe=describe,
+            meta={"source": repr(source), "layout": layout, "max_length": self.max_length},
+        )
+        if len(data) == 0:
+            raise SourceError(
+                f"{describe} has 0 windows of at least min_chunk_tokens={self.min_chunk_tokens} "
+                "tokens; its documents are too short: lower min_chunk_tokens or add text"
+            )
+        self._memo[memo_key] = data
+        return data
+
+    def prepare_data(self) -> None:
+        """Read and tokenise every split into the cache (Lightning runs this on one process per
+        node before ``setup``, so ranks do not tokenise the same data at once)."""
+        self.setup("fit")
+
+    def setup(self, stage: str | None = None) -> None:
+        """Build (or load from the cache) the splits the stage needs. Safe to call repeatedly."""
+        if stage in (None, "fit"):
+            for role, source in self.train_sources.items():
+                if role not in self._train:
+                    self._train[role] = self._build(role, source, packed=self.packing)
+        if stage in (None, "fit", "validate", "test"):
+            for role, source in self.eval_sources.items():
+                if role not in self._eval:
+                    self._eval[role] = self._build(role, source, packed=False)
+
+    # ------------------------------------------------------------------ access
+    @property
+    def eval_split_names(self) -> tuple[str, ...]:
+        """Names of the evaluation splits present, in evaluation order."""
+        return tuple(s for s in EVAL_SPLIT_ORDER if s in self.eval_sources)
+
+    def eval_dataset(self, split: str):
+        """The tokenised evaluation split (all ranks' chunks) as a ``datasets.Dataset`` with
+        columns ``input_ids``, ``text``, ``doc_index``, ``num_tokens``, ``zlib_len``."""
+        return self._get(self._eval, split, "evaluation")
+
+    def train_dataset(self, part: str):
+        """The tokenised training ``"forget"`` or ``"retain"`` set (all ranks' windows)."""
+        return self._get(self._train, part, "training")
+
+    def _get(self, store: dict, name: str, kind: str):
+        if name not in store:
+            sources = self.eval_sources if store is self._eval else self.train_sources
+            if name not in sources:
+                raise KeyError(f"no {kind} split {name!r}; this data module has {sorted(sources)}")
+            self.setup("fit" if store is self._train else "validate")
+        return store[name]
+
+    def _rank_world(self) -> tuple[int, int]:
+        trainer = self.trainer
+        if trainer is None:
+            return 0, 1
+        return int(trainer.global_rank), int(trainer.world_size)
+
+    # ------------------------------------------------------------------ loaders
+    def train_dataloader(self) -> CombinedLoader:
+        rank, world = self._rank_world()
+        forget = ChunkDataset(self.train_dataset("forget"))
+        sampler = DistributedSampler(
+            forget,
+            num_replicas=world,
+            rank=rank,
+            shuffle=self.shuffle,
+            seed=self.seed,
+            drop_last=False,
+        )
+        loaders: dict[str, Any] = {
+            "forget": DataLoader(
+                forget,
+                batch_size=self.batch_size,
+                sampler=sampler,
+                collate_fn=PadCollator(self.pad_token_id),
+                num_workers=self.num_workers,
+                persistent_workers=self.num_workers > 0,
+            )
+        }
+        if "retain" in self.train_sources:
+            retain = ChunkDataset(self.train_dataset("retain"))
+            batches = CyclingBatchSampler(
+                len(retain),
+                self.batch_size * self.retain_per_forget,
+                seed=self.seed + 1,
+                rank=rank,
+                world_size=world,
+                shuffle=self.shuffle,
+            )
+            loaders["retain"] = CyclingLoader(
+                DataLoader(
+                    retain,
+                    batch_sampler=batches,
+                    collate_fn=PadCollator(self.pad_token_id),
+                    num_workers=self.num_workers,
+                )
+            )
+        return CombinedLoader(loaders, mode="min_size")
+
+    def _eval_loader(self) -> CombinedLoader:
+        rank, world = self._rank_world()
+        loaders = {}
+        for split in self.eval_split_names:
+            data = ChunkDataset(self.eval_dataset(split), with_eval_columns=True)
+            loaders[split] = DataLoader(
+                data,
+                batch_size=self.eval_batch_size,
+                sampler=EvalShardSampler(data, num_replicas=world, rank=rank),
+                collate_fn=PadCollator(self.pad_token_id, split=split),
+                num_workers=self.num_workers,
+            )
+        return CombinedLoader(loaders, mode="sequential")
+
+    def val_dataloader(self) -> CombinedLoader:
+        return self._eval_loader()
+
+    def test_dataloader(self) -> CombinedLoader:
+        return self._eval_loader()

@@ -1,0 +1,256 @@
+"""An offline demo corpus, built deterministically from the running Python's own files.
+
+No network is needed: the text comes from the standard library installed with Python.
+
+* ``forget``, ``approximate``, ``retain``: Python code, one top-level function or class per
+  document, taken from three *disjoint* sets of standard-library modules (modules sorted by path,
+  then shuffled with ``seed``). Same domain, different documents.
+* ``general``: English prose, the help topics of ``pydoc_data.topics`` (what ``help("topics")``
+  shows).
+
+What the demo can and cannot show, honestly: the demo model (SmolLM2-135M) was pre-trained on a
+large web/code mix that may include some of these standard-library files, but a 135M model has
+memorised little of them, so its loss on ``forget`` and ``approximate`` starts about equal and
+there would be nothing to unlearn. The demo therefore first *continues pre-training* on
+``pretrain`` (= forget + retain, never ``approximate``), which makes the forget set truly seen and
+``approximate`` truly unseen. Continued pre-training on ``pretrain_without_forget`` (= retain
+only) with the same settings gives an exact-retrain reference model for free -- something that is
+impossible for the real pre-training corpus. Results on this corpus show the method works
+mechanically; they are not a claim about forgetting real pre-training data.
+
+The output is identical (byte for byte, hence the same SHA-256 in ``manifest.json``) for the same
+parameters on the same Python version: files are read in sorted order, only ``random.Random(seed)``
+decides, and the manifest holds no timestamps. Another Python version has other standard-library
+sources and gives another (equally valid) corpus; the manifest records the version.
+"""
+
+from __future__ import annotations
+
+import ast
+import hashlib
+import json
+import random
+import sys
+import sysconfig
+from pathlib import Path
+
+from ..io import atomic_write_json, atomic_write_text
+
+__all__ = ["build_demo_corpus", "DEMO_SPLITS"]
+
+DEMO_SPLITS = ("forget", "approximate", "retain", "general", "pretrain", "pretrain_without_forget")
+_SKIP_DIRS = {
+    "test",
+    "tests",
+    "idle_test",
+    "site-packages",
+    "dist-packages",
+    "__pycache__",
+    "turtledemo",
+}
+
+
+def _stdlib_modules() -> list[tuple[str, Path]]:
+    root = Path(sysconfig.get_paths()["stdlib"])
+    files = []
+    for path in sorted(root.glob("*.py")) + sorted(root.glob("*/*.py")):
+        rel = path.relative_to(root)
+        if _SKIP_DIRS & set(rel.parts[:-1]) or rel.name.startswith("test_"):
+            continue
+        files.append((rel.as_posix(), path))
+    files.sort()
+    if not files:
+        raise FileNotFoundError(
+            f"no standard-library .py files under '{root}'; this Python ships without sources "
+            "(install the python3-stdlib / full Python package) or pass your own corpus"
+        )
+    return files
+
+
+def _definitions(path: Path, *, min_chars: int, max_chars: int) -> list[tuple[str, str]]:
+    """Top-level functions and classes whose source length is in ``[min_chars, max_chars]``."""
+    try:
+        source = path.read_text(encoding="utf-8")
+        tree = ast.parse(source)
+    except (SyntaxError, UnicodeDecodeError, ValueError):
+        return []
+    lines = source.splitlines(keepends=True)
+    out = []
+    for node in tree.body:
+        if not isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            continue
+        start = min([node.lineno] + [d.lineno for d in node.decorator_list]) - 1
+        text = "".join(lines[start : node.end_lineno])
+        if min_chars <= len(text) <= max_chars:
+            out.append((node.name, text))
+    return out
+
+
+def _code_documents(
+    modules, count: int, *, min_chars: int, max_chars: int, split: str
+) -> list[dict]:
+    """Round-robin over ``modules``: each module's first definition, then second, ...
+
+    Modules are parsed only when needed, so a small corpus reads few files.
+    """
+    parsed: dict[int, list[tuple[str, str]]] = {}
+    docs: list[dict] = []
+    depth = 0
+    while len(docs) < count:
+        progressed = False
+        for i, (rel, path) in enumerate(modules):
+            if len(docs) == count:
+                break
+            if i not in parsed:
+                parsed[i] = _definitions(path, min_chars=min_chars, max_chars=max_chars)
+            if depth < len(parsed[i]):
+                name, text = parsed[i][depth]
+                docs.append({"text": text, "source": f"{rel}:{name}"})
+                progressed = True
+        if not progressed:
+            break
+        depth += 1
+    if len(docs) < count:
+        raise ValueError(
+            f"the demo corpus's {split} split needs {count} code documents of {min_chars}-"
+            f"{max_chars} characters but this Python's standard library gives only {len(docs)}; "
+            "ask for fewer documents or widen the length range"
+        )
+    return docs
+
+
+def _general_documents(
+    count: int, *, min_chars: int, max_chars: int, rng: random.Random
+) -> list[dict]:
+    try:
+        from pydoc_data.topics import topics
+    except ImportError as err:
+        raise ImportError(
+            "the demo corpus's general split needs the standard-library module pydoc_data "
+            "(missing from this Python build)"
+        ) from err
+    candidates = []
+    for name in sorted(topics):
+        text = topics[name].strip()
+        if len(text) < min_chars:
+            continue
+        if len(text) > max_chars:  # cut at the last paragraph break that fits
+            cut = text.rfind("\n\n", 0, max_chars)
+            text = text[: cut if cut >= min_chars else max_chars].rstrip()
+        candidates.append({"text": text + "\n", "source": f"pydoc_data.topics:{name}"})
+    if len(candidates) < count:
+        raise ValueError(
+            f"the demo corpus's general split needs {count} documents but pydoc_data.topics "
+            f"gives only {len(candidates)} of {min_chars}+ characters; ask for fewer"
+        )
+    rng.shuffle(candidates)
+    return candidates[:count]
+
+
+def _jsonl(records: list[dict]) -> str:
+    return "".join(json.dumps(r, ensure_ascii=False, sort_keys=True) + "\n" for r in records)
+
+
+def build_demo_corpus(
+    out_dir: str | Path,
+    *,
+    seed: int = 0,
+    forget_documents: int = 32,
+    approximate_documents: int = 32,
+    retain_documents: int = 64,
+    general_documents: int = 32,
+    min_chars: int = 800,
+    max_chars: int = 2000,
+) -> Path:
+    """Write the demo corpus as ``<split>.jsonl`` files plus ``manifest.json`` into ``out_dir``.
+
+    Splits: ``forget``, ``approximate``, ``retain`` (code), ``general`` (prose), and the
+    continued-pre-training corpora ``pretrain`` (forget + retain, shuffled) and
+    ``pretrain_without_forget`` (retain only: the exact-retrain reference). Each line is
+    ``{"text": ..., "source": "module/path.py:name"}``.
+
+    Args:
+        out_dir: folder to write into (created if needed; existing demo files are replaced).
+        seed: decides which modules go to which split and which topics are used.
+        forget_documents: documents in the forget split.
+        approximate_documents: documents in the approximate (unseen) split.
+        retain_documents: documents in the retain split.
+        general_documents: documents in the general split.
+        min_chars: shortest document, in characters (800 characters of code is roughly 250
+            SmolLM2 tokens).
+        max_chars: longest document, in characters (2000 is roughly 600 tokens).
+
+    Returns:
+        ``out_dir`` as a Path.
+    """
+    for name, value in (
+        ("forget_documents", forget_documents),
+        ("approximate_documents", approximate_documents),
+        ("retain_documents", retain_documents),
+        ("general_documents", general_documents),
+    ):
+        if value < 1:
+            raise ValueError(f"{name} must be >= 1, got {value}")
+    if not 0 < min_chars <= max_chars:
+        raise ValueError(f"need 0 < min_chars <= max_chars, got {min_chars} and {max_chars}")
+    out = Path(out_dir)
+    rng = random.Random(seed)
+    modules = _stdlib_modules()
+    rng.shuffle(modules)
+    # disjoint module sets, sized in proportion to the documents each split needs
+    wanted = {
+        "forget": forget_documents,
+        "approximate": approximate_documents,
+        "retain": retain_documents,
+    }
+    total = sum(wanted.values())
+    splits: dict[str, list[dict]] = {}
+    start = 0
+    for i, (split, count) in enumerate(wanted.items()):
+        end = len(modules) if i == len(wanted) - 1 else start + len(modules) * count // total
+        splits[split] = _code_documents(
+            modules[start:end], count, min_chars=min_chars, max_chars=max_chars, split=split
+        )
+        start = end
+    splits["general"] = _general_documents(
+        general_documents, min_chars=min_chars, max_chars=max_chars, rng=rng
+    )
+    pretrain = splits["forget"] + splits["retain"]
+    rng.shuffle(pretrain)
+    splits["pretrain"] = pretrain
+    splits["pretrain_without_forget"] = list(splits["retain"])
+
+    files = {}
+    for split in DEMO_SPLITS:
+        text = _jsonl(splits[split])
+        atomic_write_text(out / f"{split}.jsonl", text)
+        files[split] = {
+            "file": f"{split}.jsonl",
+            "sha256": hashlib.sha256(text.encode("utf-8")).hexdigest(),
+            "documents": len(splits[split]),
+            "characters": sum(len(d["text"]) for d in splits[split]),
+        }
+    manifest = {
+        "name": "lightning-unlearn demo corpus",
+        "python_version": ".".join(map(str, sys.version_info[:3])),
+        "implementation": sys.implementation.name,
+        "parameters": {
+            "seed": seed,
+            "forget_documents": forget_documents,
+            "approximate_documents": approximate_documents,
+            "retain_documents": retain_documents,
+            "general_documents": general_documents,
+            "min_chars": min_chars,
+            "max_chars": max_chars,
+        },
+        "built_from": (
+            "forget/approximate/retain: one top-level function or class per document from "
+            "disjoint sets of this Python's standard-library modules (sorted by path, shuffled "
+            "with random.Random(seed), split in proportion to the document counts); general: "
+            "pydoc_data.topics help texts; pretrain = forget + retain (shuffled), "
+            "pretrain_without_forget = retain"
+        ),
+        "files": files,
+    }
+    atomic_write_json(out / "manifest.json", manifest)
+    return out
