@@ -286,18 +286,26 @@ class UnlearningModule(LightningModule):
         Weights are written as safetensors into a temporary directory that replaces ``path`` only
         once everything is written. With LoRA the adapters are merged into a plain checkpoint
         unless ``lora.save_adapter_only`` is set.
+
+        In a distributed run call it on every rank: under DeepSpeed ZeRO-3 the shards are gathered
+        (a collective) and rank 0 alone writes the full checkpoint.
         """
         self._require_model()
-        to_save = self.model
-        if self.lora is not None and not self.lora.save_adapter_only:
-            import copy
+        from ..strategies import gathered_parameters
 
-            to_save = copy.deepcopy(self.model).merge_and_unload()
-        with atomic_directory(path, overwrite=overwrite) as tmp:
-            to_save.save_pretrained(tmp, safe_serialization=True)
-            tokenizer = self._tokenizer_for_export()
-            if tokenizer is not None:
-                tokenizer.save_pretrained(tmp)
+        with gathered_parameters(self.model) as write:
+            if not write:
+                return Path(path)
+            to_save = self.model
+            if self.lora is not None and not self.lora.save_adapter_only:
+                import copy
+
+                to_save = copy.deepcopy(self.model).merge_and_unload()
+            with atomic_directory(path, overwrite=overwrite) as tmp:
+                to_save.save_pretrained(tmp, safe_serialization=True)
+                tokenizer = self._tokenizer_for_export()
+                if tokenizer is not None:
+                    tokenizer.save_pretrained(tmp)
         return Path(path)
 
     def _tokenizer_for_export(self):

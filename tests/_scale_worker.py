@@ -1,0 +1,127 @@
+"""One GA+KL run on CPU, single-process or as one rank of a distributed job (used by test_scale*.py).
+
+Run by the tests in-process (``run(mode="single")``) or under torchrun::
+
+    torchrun --nproc-per-node 2 tests/_scale_worker.py --mode zero3 --model M --out O
+    torchrun --nnodes 2 --nproc-per-node 1 --node-rank R --master-addr 127.0.0.1 \
+        --master-port P tests/_scale_worker.py --mode ddp --model M --out O
+
+The data are fixed random token ids with no padding, so every row has the same number of target
+tokens: the mean loss of each rank's half-batch, averaged over ranks, is then exactly the token
+mean over the full batch that the single-process run sees, and so are the gradients.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+import torch
+
+ROWS, WIDTH, STEPS, LR = 4, 16, 3, 1e-2
+
+
+class _Repeat(torch.utils.data.IterableDataset):
+    def __init__(self, batch, n):
+        self.batch, self.n = batch, n
+
+    def __iter__(self):
+        for _ in range(self.n):
+            yield self.batch
+
+    def __len__(self):
+        return self.n
+
+
+def full_batches(vocab_size: int) -> dict[str, dict[str, torch.Tensor]]:
+    gen = torch.Generator().manual_seed(1234)
+    out = {}
+    for part in ("forget", "retain"):
+        ids = torch.randint(1, vocab_size, (ROWS, WIDTH), generator=gen)
+        out[part] = {
+            "input_ids": ids,
+            "attention_mask": torch.ones_like(ids),
+            "labels": ids.clone(),
+        }
+    return out
+
+
+def shard(batches, rank: int, world: int):
+    per = ROWS // world
+    return {
+        part: {k: v[rank * per : (rank + 1) * per] for k, v in batch.items()}
+        for part, batch in batches.items()
+    }
+
+
+def run(mode: str, model: str, out: str | os.PathLike) -> dict:
+    import lightning as Lg
+    from safetensors.torch import save_file
+    from transformers import AutoConfig
+
+    from lightning_unlearn import GradientAscentKL
+    from lightning_unlearn.strategies import CPUDeepSpeedStrategy, local_shard_sizes
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    rank, world = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
+    batches = shard(full_batches(AutoConfig.from_pretrained(model).vocab_size), rank, world)
+    kwargs: dict = dict(accelerator="cpu", devices=1, num_nodes=1)
+    if mode == "zero3":
+        kwargs.update(
+            devices=world,
+            strategy=CPUDeepSpeedStrategy(stage=3, logging_batch_size_per_gpu=ROWS // world),
+            precision="32-true",
+        )
+    elif mode == "ddp":
+        kwargs.update(num_nodes=world, strategy="ddp")
+    elif mode != "single":
+        raise ValueError(f"unknown mode {mode!r}")
+    torch.manual_seed(0)
+    module = GradientAscentKL(model, learning_rate=LR, warmup_ratio=0.0, scheduler="constant")
+    losses: list[float] = []
+
+    class Record(Lg.Callback):
+        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+            losses.append(float(outputs["loss"]))
+
+    trainer = Lg.Trainer(
+        max_steps=STEPS,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        callbacks=[Record()],
+        **kwargs,
+    )
+    data = torch.utils.data.DataLoader(_Repeat(batches, STEPS), batch_size=None)
+    trainer.fit(module, data)
+    report = {"rank": rank, "world": world, "losses": losses}
+    if mode == "zero3":
+        report["model_shards"] = local_shard_sizes(module.model)
+        report["reference_shards"] = local_shard_sizes(module.reference)
+        module.export(out / "exported")
+    elif trainer.global_rank == 0:
+        state = {k: v.detach().clone().contiguous() for k, v in module.model.state_dict().items()}
+        save_file(state, str(out / "weights.safetensors"))
+    (out / f"report-{rank}.json").write_text(json.dumps(report))
+    return report
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--mode", required=True, choices=["single", "ddp", "zero3"])
+    parser.add_argument("--model", required=True)
+    parser.add_argument("--out", required=True)
+    args = parser.parse_args(argv)
+    torch.set_num_threads(1)
+    run(args.mode, args.model, args.out)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
