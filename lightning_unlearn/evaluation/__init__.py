@@ -1,0 +1,50 @@
+"""Measuring unlearning: perplexity and membership inference per split, verbatim memorisation,
+the approximate-retrain stop, the report, and downstream utility through lm-eval."""
+
+from .callbacks import ApproximateRetrainStopping
+from .downstream import evaluate_downstream, main_evaluate
+from .memorisation import exact_match_length, lcs_length, rouge_l_f1, verbatim_memorisation
+from .metrics import EVAL_SPLITS, SplitPerplexity, UnlearningEvaluator
+from .mia import (
+    MIA_SCORES,
+    MembershipScores,
+    loss_score,
+    mia_scores,
+    min_k_plus_plus_score,
+    min_k_score,
+    roc_auc,
+    tpr_at_fpr,
+    zlib_score,
+)
+from .report import build_report, format_table, write_report
+from .results import EmptyApproximateSplitError, approximate_target, normalise_metrics
+from .runner import evaluate_splits
+
+__all__ = [
+    "EVAL_SPLITS",
+    "MIA_SCORES",
+    "ApproximateRetrainStopping",
+    "EmptyApproximateSplitError",
+    "MembershipScores",
+    "SplitPerplexity",
+    "UnlearningEvaluator",
+    "approximate_target",
+    "build_report",
+    "evaluate_downstream",
+    "evaluate_splits",
+    "exact_match_length",
+    "format_table",
+    "lcs_length",
+    "loss_score",
+    "main_evaluate",
+    "mia_scores",
+    "min_k_plus_plus_score",
+    "min_k_score",
+    "normalise_metrics",
+    "rouge_l_f1",
+    "roc_auc",
+    "tpr_at_fpr",
+    "verbatim_memorisation",
+    "write_report",
+    "zlib_score",
+]

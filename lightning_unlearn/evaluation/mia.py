@@ -1,0 +1,220 @@
+"""Membership-inference scores per document, and how well they separate members from non-members.
+
+Every evaluation chunk is one *document*: a score is computed per chunk from one forward pass
+(:func:`lightning_unlearn.losses.token_statistics`). Scores follow one convention: **higher means
+"more likely a member"** (a training document). For unlearning, the forget split plays the members
+(positives) and the approximate split — in-distribution text the model never saw — the non-members
+(negatives). A well-unlearned model has an AUC near 0.5: the attack can no longer tell them apart.
+
+Scores (all in nats, natural logarithms):
+
+* ``loss``: ``-mean NLL`` of the document's target tokens (Yeom et al. 2018).
+* ``zlib``: ``-mean NLL / zlib_len``, the ratio of the log-perplexity to the zlib entropy of the
+  text, where ``zlib_len`` is ``len(zlib.compress(text.encode("utf-8")))`` in bytes (Carlini et al.
+  2021, "Extracting Training Data from Large Language Models"; the normalisation used by the Min-K%
+  reference code). Text that is easy for the model *relative to how compressible it is* scores high.
+* ``min_k``: Min-K% Prob (Shi et al. 2024, arXiv:2310.16789): the mean of the lowest ``k`` fraction
+  of the document's token log-probabilities.
+* ``min_k_plus_plus``: Min-K%++ (Zhang et al. 2024, arXiv:2404.02936): Min-K% on the standardised
+  log-probability ``(log p(x_t) - mu_t) / sigma_t``, where ``mu_t`` and ``sigma_t`` are the mean and
+  standard deviation of ``log p(.)`` under the model's own next-token distribution.
+
+Min-K% keeps ``max(1, floor(k * n))`` tokens of a document with ``n`` target tokens.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor
+from torchmetrics import Metric
+
+MIA_SCORES = ("loss", "zlib", "min_k", "min_k_plus_plus")
+
+__all__ = [
+    "MIA_SCORES",
+    "loss_score",
+    "zlib_score",
+    "min_k_score",
+    "min_k_plus_plus_score",
+    "mia_scores",
+    "roc_auc",
+    "tpr_at_fpr",
+    "MembershipScores",
+]
+
+_SIGMA_FLOOR = 1e-8
+
+
+def _check_mask(values: Tensor, mask: Tensor) -> Tensor:
+    if values.shape != mask.shape or values.dim() != 2:
+        raise ValueError(
+            f"expected per-token values and mask of the same shape [batch, seq], got "
+            f"{tuple(values.shape)} and {tuple(mask.shape)}"
+        )
+    return mask.bool()
+
+
+def loss_score(logprob: Tensor, mask: Tensor) -> Tensor:
+    """``-mean NLL`` = mean token log-probability per document, shape ``[batch]``.
+
+    Documents without target tokens give NaN.
+    """
+    mask = _check_mask(logprob, mask)
+    count = mask.sum(dim=1)
+    total = (logprob.double() * mask).sum(dim=1)
+    return torch.where(count > 0, total / count.clamp_min(1), torch.full_like(total, math.nan))
+
+
+def zlib_score(logprob: Tensor, mask: Tensor, zlib_len: Tensor) -> Tensor:
+    """``-mean NLL / zlib_len`` per document (Carlini et al. 2021), shape ``[batch]``.
+
+    Args:
+        logprob: per-token log-probabilities of the true tokens, ``[batch, seq]``.
+        mask: real target positions, ``[batch, seq]``.
+        zlib_len: bytes of ``zlib.compress(text.encode("utf-8"))`` per document, ``[batch]``.
+    """
+    zlib_len = torch.as_tensor(zlib_len, device=logprob.device).double().reshape(-1)
+    if zlib_len.numel() != logprob.size(0):
+        raise ValueError(
+            f"zlib_len has {zlib_len.numel()} entries for a batch of {logprob.size(0)} documents"
+        )
+    if (zlib_len <= 0).any():
+        raise ValueError(f"zlib_len must be > 0 bytes for every document, got {zlib_len.tolist()}")
+    return loss_score(logprob, mask) / zlib_len
+
+
+def _lowest_fraction_mean(values: Tensor, mask: Tensor, k: float) -> Tensor:
+    if not 0.0 < k <= 1.0:
+        raise ValueError(f"the Min-K% fraction k must be in (0, 1], got {k}")
+    mask = _check_mask(values, mask)
+    count = mask.sum(dim=1)
+    keep = torch.clamp((count.double() * k).floor().long(), min=1)
+    ordered = values.double().masked_fill(~mask, math.inf).sort(dim=1).values
+    positions = torch.arange(values.size(1), device=values.device).unsqueeze(0)
+    chosen = positions < keep.unsqueeze(1)
+    total = ordered.masked_fill(~chosen, 0.0).sum(dim=1)
+    return torch.where(count > 0, total / keep, torch.full_like(total, math.nan))
+
+
+def min_k_score(logprob: Tensor, mask: Tensor, *, k: float = 0.2) -> Tensor:
+    """Min-K% Prob (Shi et al. 2024): mean of the lowest ``k`` fraction of token log-probs."""
+    return _lowest_fraction_mean(logprob, mask, k)
+
+
+def min_k_plus_plus_score(
+    logprob: Tensor, mu: Tensor, sigma: Tensor, mask: Tensor, *, k: float = 0.2
+) -> Tensor:
+    """Min-K%++ (Zhang et al. 2024): Min-K% on ``(logprob - mu) / sigma``.
+
+    A position where the model's distribution has zero spread (``sigma == 0``) has
+    ``logprob == mu`` and is scored 0.
+    """
+    standardised = (logprob.double() - mu.double()) / sigma.double().clamp_min(_SIGMA_FLOOR)
+    return _lowest_fraction_mean(standardised, mask, k)
+
+
+def mia_scores(
+    stats: dict[str, Tensor], zlib_len: Tensor | None = None, *, k: float = 0.2
+) -> dict[str, Tensor]:
+    """All four scores per document from :func:`~lightning_unlearn.losses.token_statistics`.
+
+    Without ``zlib_len`` the ``zlib`` score is NaN.
+    """
+    logprob, mask = stats["logprob"], stats["mask"]
+    loss = loss_score(logprob, mask)
+    zlib = (
+        torch.full_like(loss, math.nan) if zlib_len is None else zlib_score(logprob, mask, zlib_len)
+    )
+    return {
+        "loss": loss,
+        "zlib": zlib,
+        "min_k": min_k_score(logprob, mask, k=k),
+        "min_k_plus_plus": min_k_plus_plus_score(logprob, stats["mu"], stats["sigma"], mask, k=k),
+    }
+
+
+# ----------------------------------------------------------------------------------- separation
+def _clean(scores: Tensor) -> Tensor:
+    scores = torch.as_tensor(scores).double().reshape(-1)
+    return scores[torch.isfinite(scores)]
+
+
+def roc_auc(members: Tensor, non_members: Tensor) -> float:
+    """Area under the ROC curve of a score, members positive (Mann-Whitney U).
+
+    ``AUC = P(s_member > s_non_member) + 0.5 * P(s_member == s_non_member)``: 1.0 when every member
+    scores higher, 0.5 for identical distributions, ties count one half. Non-finite scores are
+    dropped; NaN when either side is empty.
+    """
+    pos, neg = _clean(members), _clean(non_members)
+    if pos.numel() == 0 or neg.numel() == 0:
+        return math.nan
+    values = torch.cat([pos, neg])
+    _, inverse, counts = torch.unique(values, sorted=True, return_inverse=True, return_counts=True)
+    # average rank (1-based) of each distinct value: ties share the mean of their ranks
+    first_rank = torch.cumsum(counts, 0) - counts + 1
+    mean_rank = first_rank.double() + (counts.double() - 1) / 2
+    ranks = mean_rank[inverse]
+    n_pos, n_neg = pos.numel(), neg.numel()
+    u = ranks[:n_pos].sum() - n_pos * (n_pos + 1) / 2
+    return float(u / (n_pos * n_neg))
+
+
+def tpr_at_fpr(members: Tensor, non_members: Tensor, fpr: float = 0.05) -> float:
+    """True-positive rate at a false-positive rate of at most ``fpr`` (Carlini et al. 2022).
+
+    A document is called a member when its score is ``>= threshold``. Over every threshold that
+    flags at most ``fpr`` of the non-members, the largest fraction of members flagged. Tied scores
+    are flagged together, so ties never let a threshold exceed ``fpr``.
+    """
+    if not 0.0 <= fpr <= 1.0:
+        raise ValueError(f"fpr must be in [0, 1], got {fpr}")
+    pos, neg = _clean(members), _clean(non_members)
+    if pos.numel() == 0 or neg.numel() == 0:
+        return math.nan
+    thresholds = torch.unique(torch.cat([pos, neg]))
+    tpr = (pos.unsqueeze(0) >= thresholds.unsqueeze(1)).double().mean(dim=1)
+    false = (neg.unsqueeze(0) >= thresholds.unsqueeze(1)).double().mean(dim=1)
+    allowed = false <= fpr + 1e-12
+    # the threshold above every score flags nothing: TPR 0 at FPR 0
+    return float(tpr[allowed].max()) if allowed.any() else 0.0
+
+
+class MembershipScores(Metric):
+    """Per-document membership-inference scores of one split (list states, gathered across ranks).
+
+    Each chunk is one document. ``compute()`` returns the concatenated scores
+    ``{"loss": Tensor[N], "zlib": ..., "min_k": ..., "min_k_plus_plus": ...}`` over all processes.
+
+    Args:
+        k: fraction of lowest-scoring tokens for Min-K% and Min-K%++ (papers: 0.2).
+    """
+
+    full_state_update = False
+
+    def __init__(self, *, k: float = 0.2, **kwargs) -> None:
+        super().__init__(**kwargs)
+        if not 0.0 < k <= 1.0:
+            raise ValueError(f"the Min-K% fraction k must be in (0, 1], got {k}")
+        self.k = float(k)
+        for name in MIA_SCORES:
+            self.add_state(name, default=[], dist_reduce_fx="cat")
+
+    def update(self, stats: dict[str, Tensor], zlib_len: Tensor | None = None) -> None:
+        """Add the documents of one batch; documents without target tokens are skipped."""
+        keep = stats["mask"].bool().any(dim=1)
+        scores = mia_scores(stats, zlib_len, k=self.k)
+        for name in MIA_SCORES:
+            # float32 on every rank: all_gather needs one dtype everywhere (empty ranks use it too)
+            getattr(self, name).append(scores[name][keep].float())
+
+    def compute(self) -> dict[str, Tensor]:
+        out = {}
+        for name in MIA_SCORES:
+            value = getattr(self, name)
+            if isinstance(value, list):
+                value = torch.cat(value) if value else torch.zeros(0, device=self.device)
+            out[name] = value.reshape(-1)
+        return out

@@ -1,0 +1,95 @@
+"""Score a model on evaluation batches without a Trainer."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from ..losses import token_statistics
+from .metrics import EVAL_SPLITS, UnlearningEvaluator
+
+__all__ = ["evaluate_splits"]
+
+_MODEL_INPUTS = ("input_ids", "attention_mask", "position_ids")
+
+
+def _loaders(source: Any) -> list[Iterable]:
+    """A dataloader, a list or dict of them, or a LightningDataModule's validation loaders."""
+    if hasattr(source, "val_dataloader") and hasattr(source, "setup"):
+        source.setup("validate")
+        source = source.val_dataloader()
+    if isinstance(source, Mapping):
+        return list(source.values())
+    if isinstance(source, (list, tuple)) and source and not isinstance(source[0], Mapping):
+        return list(source)
+    return [source]
+
+
+def _logits(module: nn.Module, batch: dict[str, Any]) -> Tensor:
+    inputs = {k: batch[k] for k in _MODEL_INPUTS if k in batch}
+    if hasattr(module, "training_step"):  # a LightningModule: its forward takes the batch
+        out = module(batch)
+    else:  # a transformers model
+        out = module(**inputs, use_cache=False)
+    return out.logits if hasattr(out, "logits") else out
+
+
+@torch.no_grad()
+def evaluate_splits(
+    module: nn.Module,
+    data: Any,
+    *,
+    splits: tuple[str, ...] = EVAL_SPLITS,
+    k: float = 0.2,
+    max_batches: int | None = None,
+) -> dict[str, float]:
+    """Run evaluation batches through a model and return the evaluator's flat metrics.
+
+    The same computation as ``trainer.validate`` on an
+    :class:`~lightning_unlearn.methods.base.UnlearningModule` (one forward pass per chunk,
+    :func:`~lightning_unlearn.losses.token_statistics`, :class:`UnlearningEvaluator`), in one
+    process, without gradients, in eval mode (the previous mode is restored).
+
+    Args:
+        module: an ``UnlearningModule`` (built with ``configure_model()`` if needed) or a plain
+            transformers causal LM, e.g. an exact-retrain model.
+        data: a dataloader yielding batches that carry ``split`` and ``zlib_len``, a list or dict
+            of such loaders, or a data module (its ``val_dataloader()`` is used).
+        splits: the evaluation split names.
+        k: Min-K% fraction.
+        max_batches: stop after this many batches per loader (``None``: all).
+
+    Returns:
+        ``{"forget/ppl": float, ..., "mia/loss_auc": float, ...}``.
+    """
+    if getattr(module, "model", "missing") is None and hasattr(module, "configure_model"):
+        module.configure_model()
+    try:
+        device = next(module.parameters()).device
+    except StopIteration:
+        device = torch.device("cpu")
+    evaluator = UnlearningEvaluator(splits, k=k).to(device)
+    was_training = module.training
+    module.eval()
+    try:
+        for loader in _loaders(data):
+            for i, batch in enumerate(loader):
+                if max_batches is not None and i >= max_batches:
+                    break
+                split = batch.get("split")
+                if isinstance(split, (list, tuple)):
+                    split = split[0]
+                if split is None:
+                    raise ValueError(
+                        "evaluation batches must carry their split name under 'split' "
+                        f"(one of {splits}); got keys {sorted(batch)}"
+                    )
+                batch = {k: v.to(device) if isinstance(v, Tensor) else v for k, v in batch.items()}
+                stats = token_statistics(_logits(module, batch), batch["labels"])
+                evaluator.update(split, stats, batch)
+        return {key: float(value) for key, value in evaluator.compute().items()}
+    finally:
+        module.train(was_training)
