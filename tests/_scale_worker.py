@@ -16,6 +16,8 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import socket
+import subprocess
 import sys
 from pathlib import Path
 
@@ -110,6 +112,40 @@ def run(mode: str, model: str, out: str | os.PathLike) -> dict:
         save_file(state, str(out / "weights.safetensors"))
     (out / f"report-{rank}.json").write_text(json.dumps(report))
     return report
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def torchrun(*launcher_args: str, mode: str, model, out) -> subprocess.Popen:
+    """Start ``python -m torch.distributed.run <launcher_args> _scale_worker.py ...``."""
+    command = [sys.executable, "-m", "torch.distributed.run", *launcher_args, __file__]
+    command += ["--mode", mode, "--model", str(model), "--out", str(out)]
+    env = {
+        **os.environ,
+        "OMP_NUM_THREADS": "1",
+        "HF_HUB_OFFLINE": "1",
+        "TOKENIZERS_PARALLELISM": "false",
+    }
+    return subprocess.Popen(
+        command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+
+
+def finish(procs: list[subprocess.Popen], timeout: float = 240) -> None:
+    """Wait for every launcher; on failure raise with the tail of its output."""
+    for proc in procs:
+        try:
+            output, _ = proc.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            for other in procs:
+                other.kill()
+            raise
+        if proc.returncode != 0:
+            raise AssertionError(f"{' '.join(proc.args)} failed:\n{output[-4000:]}")
 
 
 def main(argv: list[str] | None = None) -> int:
