@@ -81,6 +81,10 @@ def evaluate_downstream(
     tasks = [t.strip() for t in tasks if t and t.strip()]
     if not tasks:
         raise ValueError("no lm-eval task given; pass task names such as ['mmlu'] or ['arc_easy']")
+    if include_path is not None and not Path(include_path).is_dir():
+        raise FileNotFoundError(
+            f"lm-eval include_path '{include_path}' is not a folder of task YAML files"
+        )
     try:
         import lm_eval
     except ImportError as err:  # pragma: no cover - lm-eval is a declared dependency
