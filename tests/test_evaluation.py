@@ -489,6 +489,13 @@ def test_evaluate_splits_agrees_with_trainer_validate(tiny_model_dir, tiny_token
         module, torch.utils.data.DataLoader(batches, batch_size=None), verbose=False
     )
     assert set(validated[0]) == {f"val/{k}" for k in direct}
+    # the data module's form: a sequential CombinedLoader of one loader per split
+    from lightning.pytorch.utilities import CombinedLoader
+
+    combined = CombinedLoader(
+        {"forget": batches[:2], "approximate": batches[2:3], "retain": batches[3:]}, "sequential"
+    )
+    assert evaluate_splits(module, combined) == pytest.approx(direct, rel=1e-6)
     for key, value in direct.items():
         assert validated[0][f"val/{key}"] == pytest.approx(value, rel=1e-5), key
     # perplexity is exp(total NLL / total tokens) over the split's batches

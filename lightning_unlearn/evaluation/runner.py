@@ -17,10 +17,12 @@ _MODEL_INPUTS = ("input_ids", "attention_mask", "position_ids")
 
 
 def _loaders(source: Any) -> list[Iterable]:
-    """A dataloader, a list or dict of them, or a LightningDataModule's validation loaders."""
+    """A dataloader, a list or dict of them, a CombinedLoader, or a data module's val loaders."""
     if hasattr(source, "val_dataloader") and hasattr(source, "setup"):
         source.setup("validate")
         source = source.val_dataloader()
+    if hasattr(source, "iterables") and hasattr(source, "flattened"):  # Lightning CombinedLoader
+        source = source.iterables
     if isinstance(source, Mapping):
         return list(source.values())
     if isinstance(source, (list, tuple)) and source and not isinstance(source[0], Mapping):
@@ -51,13 +53,16 @@ def evaluate_splits(
     The same computation as ``trainer.validate`` on an
     :class:`~lightning_unlearn.methods.base.UnlearningModule` (one forward pass per chunk,
     :func:`~lightning_unlearn.losses.token_statistics`, :class:`UnlearningEvaluator`), in one
-    process, without gradients, in eval mode (the previous mode is restored).
+    process, without gradients, in eval mode (the previous mode is restored). Under
+    ``torch.distributed`` the metrics synchronise across ranks: call it on every rank, each with
+    its shard of the data, or on none.
 
     Args:
         module: an ``UnlearningModule`` (built with ``configure_model()`` if needed) or a plain
             transformers causal LM, e.g. an exact-retrain model.
         data: a dataloader yielding batches that carry ``split`` and ``zlib_len``, a list or dict
-            of such loaders, or a data module (its ``val_dataloader()`` is used).
+            of such loaders, a ``CombinedLoader`` of them, or a data module (its
+            ``val_dataloader()`` is used).
         splits: the evaluation split names.
         k: Min-K% fraction.
         max_batches: stop after this many batches per loader (``None``: all).
