@@ -93,3 +93,73 @@ def trained_tiny_model_dir(tiny_model_dir, tiny_tokenizer, tmp_path_factory):
         if (tiny_model_dir / name).exists():
             shutil.copy(tiny_model_dir / name, out / name)
     return out
+
+
+# ------------------------------------------------------------------ data fixtures (data layer)
+TINY_CORPUS = {
+    "forget": FORGET_TEXTS
+    + [
+        "def fib(n):\n    a, b = 0, 1\n    for _ in range(n):\n        a, b = b, a + b\n    return a\n",
+        "class Queue:\n    def __init__(self):\n        self.items = []\n\n    def put(self, x):\n"
+        "        self.items.insert(0, x)\n",
+        "with open('data.json') as fh:\n    data = json.load(fh)\nprint(len(data))\n",
+        "def square(x):\n    return x * x\n\nprint([square(i) for i in range(10)])\n",
+    ],
+    "retain": RETAIN_TEXTS
+    + [
+        "Language models predict the next token from the tokens before it.",
+        "A forget set holds the documents a model must no longer reproduce.",
+    ],
+    "approximate": [
+        "def mul(a, b):\n    return a * b\n",
+        "class Heap:\n    def pop(self):\n        return self.items.pop()\n",
+        "while True:\n    line = input()\n    if not line:\n        break\n",
+        "import sys\nprint(sys.argv[1:])\n",
+    ],
+    "general": [
+        "Rivers carry water from the mountains to the sea.",
+        "The library opens at nine in the morning and closes at six.",
+        "Bread is made from flour, water, salt and yeast.",
+        "A week has seven days and a year has twelve months.",
+    ],
+}
+
+
+def write_jsonl(path, texts, column="text"):
+    """Write one JSON object per line with the text under ``column``."""
+    import json
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", encoding="utf-8") as fh:
+        for text in texts:
+            fh.write(json.dumps({column: text}) + "\n")
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_corpus_dir(tmp_path_factory):
+    """A folder with ``forget.jsonl`` (8 docs), ``retain.jsonl`` (6), ``approximate.jsonl`` (4)
+    and ``general.jsonl`` (4), each line ``{"text": ...}``. Use it as::
+
+        UnlearningDataModule(str(tiny_model_dir), forget=str(tiny_corpus_dir / "forget.jsonl"),
+                             retain=..., approximate=..., general=..., cache_dir=str(tmp_path))
+    """
+    out = tmp_path_factory.mktemp("tiny-corpus")
+    for split, texts in TINY_CORPUS.items():
+        write_jsonl(out / f"{split}.jsonl", texts)
+    return out
+
+
+@pytest.fixture
+def tiny_datamodule_kwargs(tiny_model_dir, tiny_corpus_dir, tmp_path):
+    """Keyword arguments for a complete ``UnlearningDataModule`` on the tiny corpus, with a
+    private cache folder: ``UnlearningDataModule(**tiny_datamodule_kwargs, batch_size=2)``."""
+    return {
+        "tokenizer": str(tiny_model_dir),
+        "forget": str(tiny_corpus_dir / "forget.jsonl"),
+        "retain": str(tiny_corpus_dir / "retain.jsonl"),
+        "approximate": str(tiny_corpus_dir / "approximate.jsonl"),
+        "general": str(tiny_corpus_dir / "general.jsonl"),
+        "max_length": 64,
+        "cache_dir": str(tmp_path / "data-cache"),
+    }

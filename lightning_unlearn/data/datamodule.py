@@ -367,18 +367,23 @@ class UnlearningDataModule(LightningDataModule):
             )
             return cols
 
+        def build_checked() -> dict[str, list]:
+            cols = build()
+            if not cols["input_ids"]:
+                raise SourceError(
+                    f"{describe} has 0 windows of at least min_chunk_tokens="
+                    f"{self.min_chunk_tokens} tokens; its documents are too short: lower "
+                    "min_chunk_tokens or add text"
+                )
+            return cols
+
         data = load_or_build(
             self._cache_root(),
             key,
-            build,
+            build_checked,
             describe=describe,
             meta={"source": repr(source), "layout": layout, "max_length": self.max_length},
         )
-        if len(data) == 0:
-            raise SourceError(
-                f"{describe} has 0 windows of at least min_chunk_tokens={self.min_chunk_tokens} "
-                "tokens; its documents are too short: lower min_chunk_tokens or add text"
-            )
         self._memo[memo_key] = data
         return data
 
