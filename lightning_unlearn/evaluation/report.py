@@ -124,7 +124,7 @@ def _columns(report: Mapping[str, Any]) -> list[str]:
 
 def _rows(report: Mapping[str, Any]) -> tuple[list[str], list[list[str]]]:
     cols = _columns(report)
-    header = ["metric", *cols, "change"]
+    header = ["metric", *cols, "after vs before"]
     rows = []
     for split in EVAL_SPLITS:
         values = [report[c]["ppl"].get(split) for c in cols]
@@ -222,6 +222,7 @@ def plot_perplexity(
     """
     # a bare Figure renders with Agg and leaves pyplot's global backend alone
     from matplotlib.figure import Figure
+    from matplotlib.ticker import MaxNLocator
 
     points = _history_or_endpoints(report, history)
     fig = Figure(figsize=(7, 4.2), dpi=110)
@@ -231,6 +232,7 @@ def plot_perplexity(
         if xy:
             ax.plot(*zip(*xy), marker="o", markersize=3, label=split)
     ax.axhline(report["target_ppl"], color="black", linestyle="--", linewidth=1, label="target")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("step")
     ax.set_ylabel("perplexity")
     ax.set_yscale("log")
