@@ -1,13 +1,19 @@
 """lightning-unlearn: make a pre-trained language model forget documents, and measure it."""
 
 from .methods import (
+    UNDIAL,
     AdversarialSamples,
     DivergenceError,
     GradientAscent,
     GradientAscentDescent,
     GradientAscentKL,
+    NegativePreferenceOptimization,
+    PreferenceUnlearning,
     RandomLabels,
+    RepresentationMisdirection,
+    SimNPO,
     UnlearningModule,
+    WhosHarryPotter,
 )
 from .models import LoraSettings, load_causal_lm, load_tokenizer
 
@@ -21,6 +27,12 @@ __all__ = [
     "GradientAscentKL",
     "AdversarialSamples",
     "RandomLabels",
+    "NegativePreferenceOptimization",
+    "SimNPO",
+    "RepresentationMisdirection",
+    "UNDIAL",
+    "WhosHarryPotter",
+    "PreferenceUnlearning",
     "LoraSettings",
     "load_causal_lm",
     "load_tokenizer",

@@ -37,6 +37,11 @@ __all__ = [
     "undial_target_logits",
     "soft_target_cross_entropy",
     "activation_mse",
+    "target_counts",
+    "argmax_labels",
+    "retain_term",
+    "check_retain_term",
+    "RETAIN_TERMS",
 ]
 
 
@@ -200,26 +205,49 @@ def token_statistics(logits: Tensor, labels: Tensor) -> dict[str, Tensor]:
 # Pieces shared by methods from the wider literature.
 # --------------------------------------------------------------------------------------------
 
+RETAIN_TERMS = ("none", "nll", "kl")
+
+
+def target_counts(labels: Tensor) -> Tensor:
+    """Number of real next-token targets per sequence (``|y|``), shape ``[batch]``."""
+    return (labels[:, 1:] != IGNORE_INDEX).sum(dim=1)
+
 
 def npo_loss(logprob: Tensor, reference_logprob: Tensor, *, beta: float) -> Tensor:
-    """Negative Preference Optimization (Zhang et al. 2024, arXiv:2404.05868).
+    """Negative Preference Optimization (Zhang et al. 2024, arXiv:2404.05868), eq. (3).
 
-    ``-(2/beta) * E[log sigmoid(-beta * (log pi_theta(y) - log pi_ref(y)))]`` over sequences.
-    As ``beta -> 0`` its gradient equals that of gradient ascent on ``log pi_theta(y)``.
+    ``-(2/beta) * E[log sigmoid(-beta * (log pi_theta(y) - log pi_ref(y)))]`` over sequences,
+    where ``log pi(y)`` is a sequence's summed token log-probability (:func:`sequence_logprob`).
+
+    The derivative with respect to ``log pi_theta(y)`` is ``2 * sigmoid(beta * log_ratio) / n``
+    (``n`` sequences): it tends to ``1/n`` as ``beta -> 0``, the gradient of gradient ascent's
+    ``E[log pi_theta(y)]``; the loss value itself diverges like ``2 log 2 / beta``.
     """
     if beta <= 0:
         raise ValueError(f"npo beta must be > 0, got {beta}")
-    log_ratio = logprob - reference_logprob
+    if logprob.shape != reference_logprob.shape:
+        raise ValueError(
+            f"logprob {tuple(logprob.shape)} and reference_logprob "
+            f"{tuple(reference_logprob.shape)} must have the same shape (one value per sequence)"
+        )
+    log_ratio = logprob - reference_logprob.detach()
     return (-2.0 / beta * F.logsigmoid(-beta * log_ratio)).mean()
 
 
 def simnpo_loss(logprob: Tensor, lengths: Tensor, *, beta: float, delta: float = 0.0) -> Tensor:
-    """SimNPO (Fan et al. 2024, arXiv:2410.07163): reference-free, length-normalised NPO.
+    """SimNPO (Fan et al. 2024, arXiv:2410.07163), eq. (4): reference-free, length-normalised NPO.
 
-    ``-(2/beta) * E[log sigmoid(-(beta/|y|) * log pi_theta(y) - delta)]``.
+    ``-(2/beta) * E[log sigmoid(-(beta/|y|) * log pi_theta(y) - delta)]``; ``delta`` is the
+    paper's reward margin (called gamma there). ``lengths`` are the ``|y|`` (see
+    :func:`target_counts`); sequences of length 0 count as length 1.
     """
     if beta <= 0:
         raise ValueError(f"simnpo beta must be > 0, got {beta}")
+    if logprob.shape != lengths.shape:
+        raise ValueError(
+            f"logprob {tuple(logprob.shape)} and lengths {tuple(lengths.shape)} must have the "
+            "same shape (one value per sequence)"
+        )
     normalised = logprob / lengths.clamp_min(1).to(logprob.dtype)
     return (-2.0 / beta * F.logsigmoid(-beta * normalised - delta)).mean()
 
@@ -232,12 +260,14 @@ def dpo_loss(
     *,
     beta: float,
 ) -> Tensor:
-    """Direct Preference Optimization (Rafailov et al. 2023, arXiv:2305.18290).
+    """Direct Preference Optimization (Rafailov et al. 2023, arXiv:2305.18290), eq. (7).
 
     ``-E[log sigmoid(beta * ((log pi(c) - log pi_ref(c)) - (log pi(r) - log pi_ref(r))))]``.
     """
-    margin = (chosen_logprob - reference_chosen_logprob) - (
-        rejected_logprob - reference_rejected_logprob
+    if beta <= 0:
+        raise ValueError(f"dpo beta must be > 0, got {beta}")
+    margin = (chosen_logprob - reference_chosen_logprob.detach()) - (
+        rejected_logprob - reference_rejected_logprob.detach()
     )
     return -F.logsigmoid(beta * margin).mean()
 
@@ -245,14 +275,42 @@ def dpo_loss(
 def whp_generic_logits(base_logits: Tensor, reinforced_logits: Tensor, *, alpha: float) -> Tensor:
     """Who's Harry Potter generic-prediction logits (Eldan & Russinovich 2023, arXiv:2310.02238).
 
-    ``v_generic = v_base - alpha * ReLU(v_reinforced - v_base)``.
+    ``v_generic = v_base - alpha * ReLU(v_reinforced - v_base)``, eq. (1): tokens whose logit the
+    reinforced model (trained further on the forget set) raised are pushed down.
     """
-    return base_logits - alpha * F.relu(reinforced_logits - base_logits)
+    if alpha < 0:
+        raise ValueError(f"whp alpha must be >= 0, got {alpha}")
+    if base_logits.shape != reinforced_logits.shape:
+        raise ValueError(
+            f"base logits {tuple(base_logits.shape)} and reinforced logits "
+            f"{tuple(reinforced_logits.shape)} must have the same shape"
+        )
+    base = base_logits.detach().float()
+    return base - alpha * F.relu(reinforced_logits.detach().float() - base)
+
+
+def argmax_labels(target_logits: Tensor, labels: Tensor) -> Tensor:
+    """Hard labels from per-position target logits, aligned like ``labels`` (unshifted).
+
+    The prediction made at position ``t`` becomes the label of position ``t + 1``; positions
+    without a target in ``labels`` stay ``-100``. Pass the result to :func:`token_nll`.
+    """
+    shifted, _, mask = shift_for_next_token(target_logits, labels)
+    best = shifted.detach().argmax(dim=-1)
+    out = torch.full_like(labels, IGNORE_INDEX)
+    out[:, 1:] = torch.where(mask, best, torch.full_like(best, IGNORE_INDEX))
+    return out
 
 
 def undial_target_logits(reference_logits: Tensor, labels: Tensor, *, strength: float) -> Tensor:
-    """UNDIAL target (Dong et al. 2024, arXiv:2402.10052): the original model's logits with the
-    true next token's logit lowered by ``strength``. Aligned like ``reference_logits``."""
+    """UNDIAL target (Dong et al. 2024, arXiv:2402.10052), eq. (2).
+
+    The original model's logits with the true next token's logit lowered by ``strength``
+    (``z - strength * onehot(y_t)``). Aligned like ``reference_logits``: ``target[:, t]`` is the
+    adjusted prediction for the token at ``t + 1``; positions without a target are unchanged.
+    """
+    if strength < 0:
+        raise ValueError(f"undial strength must be >= 0, got {strength}")
     target = reference_logits.detach().float().clone()
     _, shifted_labels, mask = shift_for_next_token(reference_logits, labels)
     idx = shifted_labels.clamp_min(0).unsqueeze(-1)
@@ -262,9 +320,42 @@ def undial_target_logits(reference_logits: Tensor, labels: Tensor, *, strength: 
 
 
 def activation_mse(activations: Tensor, target: Tensor, attention_mask: Tensor | None) -> Tensor:
-    """Mean squared error between hidden states and a target, over real tokens (used by RMU)."""
+    """Mean squared error between hidden states and a target, over real tokens (used by RMU).
+
+    ``activations`` is ``[batch, seq, hidden]``; ``target`` broadcasts to it (a ``[hidden]``
+    steering vector or the frozen model's ``[batch, seq, hidden]`` activations). The squared error
+    is averaged over the hidden dimension, then over tokens where ``attention_mask`` is 1. Without
+    a mask this equals ``F.mse_loss`` as in the WMDP code.
+    """
     sq = (activations.float() - target.float()).square().mean(dim=-1)
     if attention_mask is None:
         return sq.mean()
     mask = attention_mask.to(sq.dtype)
     return (sq * mask).sum() / mask.sum().clamp_min(1)
+
+
+def retain_term(
+    kind: str, logits: Tensor, labels: Tensor, reference_logits: Tensor | None = None
+) -> Tensor:
+    """The optional retain regulariser of NPO, SimNPO, DPO and UNDIAL.
+
+    Args:
+        kind: ``"nll"`` (gradient descent on retain data, NPO's "RT") or ``"kl"``
+            (``KL(P_ref || P_theta)``, needs ``reference_logits``).
+    """
+    if kind == "nll":
+        return token_nll(logits, labels)
+    if kind == "kl":
+        if reference_logits is None:
+            raise ValueError("retain term 'kl' needs the reference model's logits")
+        return kl_to_reference(logits, reference_logits, labels)
+    raise ValueError(
+        f"retain term must be 'nll' or 'kl' ('none' computes no retain term), got {kind!r}"
+    )
+
+
+def check_retain_term(kind: str) -> str:
+    """Validate a ``retain_term`` hyper-parameter; returns it."""
+    if kind not in RETAIN_TERMS:
+        raise ValueError(f"retain_term must be one of {list(RETAIN_TERMS)}, got {kind!r}")
+    return kind

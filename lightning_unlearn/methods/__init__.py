@@ -2,10 +2,16 @@
 
 from .adversarial_samples import AdversarialSamples
 from .base import DivergenceError, UnlearningModule
+from .dpo import PreferenceUnlearning
 from .gradient_ascent import GradientAscent
 from .gradient_ascent_descent import GradientAscentDescent
 from .gradient_ascent_kl import GradientAscentKL
+from .npo import NegativePreferenceOptimization
 from .random_labels import RandomLabels
+from .rmu import RepresentationMisdirection
+from .simnpo import SimNPO
+from .undial import UNDIAL
+from .whos_harry_potter import WhosHarryPotter
 
 __all__ = [
     "UnlearningModule",
@@ -15,4 +21,10 @@ __all__ = [
     "GradientAscentKL",
     "AdversarialSamples",
     "RandomLabels",
+    "NegativePreferenceOptimization",
+    "SimNPO",
+    "RepresentationMisdirection",
+    "UNDIAL",
+    "WhosHarryPotter",
+    "PreferenceUnlearning",
 ]
