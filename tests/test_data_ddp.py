@@ -23,6 +23,10 @@ class _Recorder(L.LightningModule):
         self.weight = torch.nn.Parameter(torch.zeros(1))
         self.seen = {"forget": [], "retain": [], "eval": {}, "steps": 0}
 
+    def on_train_start(self):
+        sampler = self.trainer.train_dataloader["forget"].sampler
+        self.seen["sampler"] = [type(sampler).__name__, sampler.seed, sampler.rank]
+
     def training_step(self, batch, batch_idx):
         for part in ("forget", "retain"):
             b = batch[part]
@@ -52,7 +56,12 @@ def test_ddp_two_processes_see_disjoint_shards(tiny_model_dir, tmp_path):
         "approximate": str(write_jsonl(tmp_path / "a.jsonl", TINY_CORPUS["approximate"][:3])),
     }
     dm = UnlearningDataModule(
-        str(tiny_model_dir), **data, max_length=256, batch_size=2, cache_dir=str(tmp_path / "c")
+        str(tiny_model_dir),
+        **data,
+        max_length=256,
+        batch_size=2,
+        seed=5,
+        cache_dir=str(tmp_path / "c"),
     )
     trainer = L.Trainer(
         accelerator="cpu",
@@ -72,6 +81,11 @@ def test_ddp_two_processes_see_disjoint_shards(tiny_model_dir, tmp_path):
     assert len(forget) == 8
     a, b = ({tuple(x) for x in r["forget"]} for r in ranks)
     assert not a & b and a | b == forget  # disjoint, and together the whole forget set
+    # our own sampler, not one Lightning injected (that one would have seed 0)
+    assert [r["sampler"] for r in ranks] == [
+        ["DistributedSampler", 5, 0],
+        ["DistributedSampler", 5, 1],
+    ]
     assert ranks[0]["steps"] == ranks[1]["steps"] == 2  # 4 windows per rank, batch size 2
     assert not {tuple(x) for x in ranks[0]["retain"]} & {tuple(x) for x in ranks[1]["retain"]}
     for split in dm.eval_split_names:
