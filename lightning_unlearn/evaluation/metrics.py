@@ -44,9 +44,11 @@ class SplitPerplexity(Metric):
     def update(self, stats: dict[str, Tensor]) -> None:
         """``stats`` is the output of :func:`lightning_unlearn.losses.token_statistics`."""
         mask = stats["mask"]
-        self.nll_sum += (-stats["logprob"] * mask).sum().double()
-        self.tokens += mask.sum()
-        self.correct += stats["correct"].sum()
+        # out of place: states created under inference mode (trainer.validate) must stay usable
+        # in a later no-grad validation inside fit
+        self.nll_sum = self.nll_sum + (-stats["logprob"] * mask).sum().double()
+        self.tokens = self.tokens + mask.sum()
+        self.correct = self.correct + stats["correct"].sum()
 
     def compute(self) -> dict[str, Tensor]:
         tokens = self.tokens.clone()
