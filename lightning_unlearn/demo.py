@@ -161,7 +161,10 @@ def continue_pretraining(model_dir: Path, corpus: Path, s: DemoSettings, *, trai
 
     from .pretraining import ContinuedPretraining
 
-    if (out / "config.json").exists() and any(out.glob("*.safetensors")):
+    key = _key(str(model_dir), (corpus / "manifest.json").read_text(), train, s.max_length,
+               s.pretrain_epochs, s.pretrain_lr, s.pretrain_batch_size, s.seed)
+    stamp = out / "lightning_unlearn_settings.sha"
+    if stamp.is_file() and stamp.read_text() == key and any(out.glob("*.safetensors")):
         return out
     L.seed_everything(s.seed, verbose=False)
     data = _data(model_dir, corpus, s, train=train, batch_size=s.pretrain_batch_size, retain=False)
@@ -177,6 +180,7 @@ def continue_pretraining(model_dir: Path, corpus: Path, s: DemoSettings, *, trai
         progress.update(task, total=steps, completed=0)
     trainer.fit(module, datamodule=data)
     module.export(out, overwrite=True)
+    stamp.write_text(key)
     return out
 
 
@@ -239,20 +243,16 @@ def run_demo(s: DemoSettings) -> dict[str, Any]:
             min_chars=s.min_chars,
             max_chars=s.max_chars,
         )
-        manifest = json.loads((corpus / "manifest.json").read_text())
-        corpus_hash = _key({k: v for k, v in manifest.items() if k in ("files", "splits")})
         progress.update(phase, completed=1)
 
-        train_key = _key(corpus_hash, s.max_length, s.pretrain_epochs, s.pretrain_lr,
-                         s.pretrain_batch_size, s.seed)
         begin(3, "continue pre-training on forget + retain (the forget set becomes 'seen')")
         seen_dir = continue_pretraining(model_dir, corpus, s, train="pretrain",
-                                        out=cache / f"seen-{train_key}", progress=progress, task=phase)
+                                        out=cache / "demo-continued", progress=progress, task=phase)
         exact_dir = None
         if s.exact_retrain:
             begin(3, "continue pre-training on retain only (the exact-retrain reference)")
             exact_dir = continue_pretraining(model_dir, corpus, s, train="pretrain_without_forget",
-                                             out=cache / f"exact-{train_key}", progress=progress, task=phase)
+                                             out=cache / "demo-exact-retrain", progress=progress, task=phase)
 
         begin(4, "measure the pre-trained, continued and exact-retrain models", 3)
         eval_data = _data(seen_dir, corpus, s, train="forget", batch_size=s.unlearn_batch_size, retain=True)
