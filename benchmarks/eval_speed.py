@@ -56,8 +56,7 @@ def two_passes(model, batches: dict[str, list[dict]], *, members: str = "forget"
     """The reference way: an evaluation pass (perplexity of every split), then a separate MIA
     pass over the member and non-member splits (all four scores from that second forward)."""
     from lightning_unlearn.evaluation import mia_scores, roc_auc
-    from lightning_unlearn.losses import token_statistics
-    from lightning_unlearn.losses import _per_token_nll
+    from lightning_unlearn.losses import _per_token_nll, token_statistics
 
     out: dict[str, float] = {}
     for split, items in batches.items():  # pass 1: the evaluation script
@@ -143,7 +142,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     from lightning_unlearn.data import UnlearningDataModule
     from lightning_unlearn.data.demo import build_demo_corpus
     from lightning_unlearn.demo import DemoSettings, _quiet
-    from lightning_unlearn.models import convert_gguf_to_checkpoint, load_causal_lm, smollm2_gguf_path
+    from lightning_unlearn.models import (
+        convert_gguf_to_checkpoint,
+        load_causal_lm,
+        smollm2_gguf_path,
+    )
 
     _quiet()
     common.set_threads(args.threads)

@@ -34,7 +34,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
 import random
 import subprocess
 import sys
@@ -282,7 +281,7 @@ def _parameters(model_dir: str) -> int:
     total, seen = 0, set()
     for path in sorted(Path(model_dir).glob("*.safetensors")):
         with safe_open(str(path), framework="pt") as fh:
-            for name in fh.keys():
+            for name in fh.keys():  # noqa: SIM118 - safe_open is not iterable
                 if name in seen:
                     continue
                 seen.add(name)
@@ -498,7 +497,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         Path(args.row_json).write_text(json.dumps(row))
         return 0
     from lightning_unlearn.demo import _quiet
-    from lightning_unlearn.models import convert_gguf_to_checkpoint, load_tokenizer, smollm2_gguf_path
+    from lightning_unlearn.models import (
+        convert_gguf_to_checkpoint,
+        load_tokenizer,
+        smollm2_gguf_path,
+    )
 
     _quiet()
     threads = common.set_threads(args.threads)
