@@ -479,6 +479,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--markdown", default=str(common.ROOT / "docs" / "performance.md"))
     p.add_argument("--notes", default="", help="text appended under the tables")
     p.add_argument("--workdir", default=None)
+    p.add_argument("--render-only", action="store_true",
+                   help="re-render the markdown section from --json (with --notes if given)")
     # worker-only options
     p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--impl", help=argparse.SUPPRESS)
@@ -492,6 +494,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.render_only:  # rebuild the markdown section from the JSON (e.g. with new --notes)
+        result = json.loads(Path(args.json).read_text())
+        if args.notes:
+            result["notes"] = args.notes
+            common.write_json(args.json, result)
+        common.replace_section(args.markdown, "throughput", render(result), title="Performance")
+        return 0
     if args.worker:
         row = run_row(args)
         Path(args.row_json).write_text(json.dumps(row))
