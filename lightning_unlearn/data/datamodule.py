@@ -84,6 +84,30 @@ class EvalShardSampler(DistributedSampler):
         return len(range(self.rank, len(self.dataset), self.num_replicas))
 
 
+class ResumableDistributedSampler(DistributedSampler):
+    """The forget sampler: ``DistributedSampler`` that can resume in the middle of an epoch.
+
+    :meth:`resume_at` makes the next pass over ``epoch`` skip the indices of the batches already
+    trained on (the order itself depends only on ``seed + epoch``), so a run restored from a
+    mid-epoch checkpoint sees exactly the batches an uninterrupted run would. ``len`` stays the
+    full epoch length: Lightning counts the skipped batches as already done.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._resume_epoch: int | None = None
+        self._skip = 0
+
+    def resume_at(self, epoch: int, skip_indices: int) -> None:
+        self._resume_epoch, self._skip = int(epoch), int(skip_indices)
+
+    def __iter__(self) -> Iterator[int]:
+        indices = list(super().__iter__())
+        if self._resume_epoch == self.epoch and self._skip:
+            indices = indices[self._skip :]
+        return iter(indices)
+
+
 class CyclingBatchSampler(Sampler[list[int]]):
     """Endless batches of a fixed size from one rank's shard, reshuffled on every pass.
 
@@ -91,6 +115,12 @@ class CyclingBatchSampler(Sampler[list[int]]):
     indices, so every rank has data even when ``n < W``. Batches run on across passes, so every
     batch has exactly ``batch_size`` rows. Has no ``__len__``: ``CombinedLoader`` treats it as
     infinite in ``"min_size"`` mode.
+
+    The stream is one endless sequence over the whole run: batch ``b`` depends only on ``seed``,
+    ``rank`` and ``b``. Epoch ``e`` starts at batch ``e * batches_per_epoch`` (set by
+    :meth:`set_epoch`, which Lightning calls every epoch), plus ``skip_batches`` of that epoch
+    when resuming, so a restored run continues exactly where the interrupted one stopped, and
+    read-ahead (prefetching, workers) never shifts the order.
     """
 
     def __init__(
@@ -109,25 +139,37 @@ class CyclingBatchSampler(Sampler[list[int]]):
         self.shuffle = shuffle
         per_rank = math.ceil(n / world_size)
         self.shard = [(rank + k * world_size) % n for k in range(per_rank)]
-        self.passes = 0
+        self.epoch = 0
+        self.batches_per_epoch = 0
+        self._resume_epoch: int | None = None
+        self._skip = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    def resume_at(self, epoch: int, skip_batches: int) -> None:
+        self._resume_epoch, self._skip = int(epoch), int(skip_batches)
+
+    def _pass_order(self, p: int) -> list[int]:
+        if not self.shuffle:
+            return self.shard
+        g = torch.Generator().manual_seed(self.seed * 1_000_003 + self.rank * 10_007 + p)
+        return [self.shard[i] for i in torch.randperm(len(self.shard), generator=g).tolist()]
 
     def __iter__(self) -> Iterator[list[int]]:
+        start = self.epoch * self.batches_per_epoch
+        if self._resume_epoch == self.epoch:
+            start += self._skip
+        position = start * self.batch_size  # index into the endless concatenation of passes
+        p, offset = divmod(position, len(self.shard))
         batch: list[int] = []
         while True:
-            order = self.shard
-            if self.shuffle:
-                g = torch.Generator().manual_seed(
-                    self.seed * 1_000_003 + self.rank * 10_007 + self.passes
-                )
-                order = [
-                    self.shard[i] for i in torch.randperm(len(self.shard), generator=g).tolist()
-                ]
-            self.passes += 1
-            for index in order:
+            for index in self._pass_order(p)[offset:]:
                 batch.append(index)
                 if len(batch) == self.batch_size:
                     yield batch
                     batch = []
+            p, offset = p + 1, 0
 
 
 class CyclingLoader:
@@ -136,6 +178,11 @@ class CyclingLoader:
 
     def __init__(self, loader: DataLoader) -> None:
         self.loader = loader
+
+    @property
+    def sampler(self):
+        """The cycling batch sampler (Lightning calls its ``set_epoch`` every epoch)."""
+        return self.loader.batch_sampler
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
         return iter(self.loader)
@@ -269,6 +316,7 @@ class UnlearningDataModule(LightningDataModule):
         self._train: dict[str, Any] = {}
         self._eval: dict[str, Any] = {}
         self._memo: dict[tuple, Any] = {}
+        self._resume: tuple[int, int] | None = None  # (epoch, batches done) from a checkpoint
 
     # ------------------------------------------------------------------ tokenizer
     @property
@@ -436,7 +484,7 @@ class UnlearningDataModule(LightningDataModule):
     def train_dataloader(self) -> CombinedLoader:
         rank, world = self._rank_world()
         forget = ChunkDataset(self.train_dataset("forget"))
-        sampler = DistributedSampler(
+        sampler = ResumableDistributedSampler(
             forget,
             num_replicas=world,
             rank=rank,
@@ -464,6 +512,7 @@ class UnlearningDataModule(LightningDataModule):
                 world_size=world,
                 shuffle=self.shuffle,
             )
+            batches.batches_per_epoch = len(loaders["forget"])
             loaders["retain"] = CyclingLoader(
                 DataLoader(
                     retain,
@@ -472,7 +521,28 @@ class UnlearningDataModule(LightningDataModule):
                     num_workers=self.num_workers,
                 )
             )
+        if self._resume is not None:
+            epoch, done = self._resume
+            self._resume = None
+            if done < len(loaders["forget"]):  # a checkpoint taken in the middle of the epoch
+                sampler.resume_at(epoch, done * self.batch_size)
+                if "retain" in loaders:
+                    loaders["retain"].sampler.resume_at(epoch, done)
         return CombinedLoader(loaders, mode="min_size")
+
+    # ------------------------------------------------------------------ resuming
+    def state_dict(self) -> dict[str, Any]:
+        """Training position saved in checkpoints: the epoch and the batches of it trained on."""
+        trainer = self.trainer
+        if trainer is None or getattr(trainer.state, "fn", None) != "fit":
+            return {}
+        progress = trainer.fit_loop.epoch_loop.batch_progress.current
+        return {"epoch": int(trainer.current_epoch), "batches_done": int(progress.processed)}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Resume the forget order and the retain stream at the checkpoint's position."""
+        if "epoch" in state_dict:
+            self._resume = (int(state_dict["epoch"]), int(state_dict["batches_done"]))
 
     def _eval_loader(self) -> CombinedLoader:
         rank, world = self._rank_world()

@@ -58,8 +58,12 @@ class UnlearningModule(LightningModule):
         weight_decay: AdamW weight decay (paper: 0).
         warmup_ratio: fraction of the total optimizer steps spent in linear warm-up (paper: 0.03).
         scheduler: learning-rate schedule after warm-up: ``"cosine"`` (paper) or ``"constant"``.
-        max_forget_nll: stop with an error when the forget NLL exceeds this bound (gradient ascent
-            running away destroys the model); ``None`` disables the guard.
+        max_forget_nll: stop with an error when the forget NLL (mean per token, in nats) exceeds
+            this bound (gradient ascent running away destroys the model; a uniform guess over the
+            vocabulary scores ``ln(vocab_size)``); ``None`` disables the guard.
+        reference_model_name_or_path: a model to use as the frozen reference (KL, NPO, adversarial
+            targets) instead of a copy of ``model_name_or_path``; it must have the same
+            architecture (model type, vocabulary, hidden size).
     """
 
     #: methods that compare against the frozen original model set this to True
@@ -84,6 +88,7 @@ class UnlearningModule(LightningModule):
         warmup_ratio: float = 0.03,
         scheduler: Literal["cosine", "constant"] = "cosine",
         max_forget_nll: float | None = None,
+        reference_model_name_or_path: str | None = None,
     ) -> None:
         super().__init__()
         _check_number("learning_rate", learning_rate, low=0.0, strict=True)
@@ -92,6 +97,8 @@ class UnlearningModule(LightningModule):
         _check_number("weight_decay", weight_decay, low=0.0)
         if not 0.0 <= warmup_ratio < 1.0:
             raise ValueError(f"warmup_ratio must be in [0, 1), got {warmup_ratio}")
+        if max_forget_nll is not None:
+            _check_number("max_forget_nll", max_forget_nll, low=0.0, strict=True)
         if scheduler not in ("cosine", "constant"):
             raise ValueError(f"scheduler must be 'cosine' or 'constant', got {scheduler!r}")
         if isinstance(lora, dict):
@@ -110,11 +117,13 @@ class UnlearningModule(LightningModule):
         self.warmup_ratio = float(warmup_ratio)
         self.scheduler_name = scheduler
         self.max_forget_nll = max_forget_nll
+        self.reference_model_name_or_path = reference_model_name_or_path
         self.save_hyperparameters()
         # built in configure_model() so ZeRO-3 / FSDP can shard at creation
         self.model: nn.Module | None = None
         self.reference: nn.Module | None = None
         self.evaluator = UnlearningEvaluator(EVAL_SPLITS)
+        self._forget_capture: dict[str, Any] | None = None
         # the reference model is rebuilt from the original weights: keep it out of checkpoints
         self.strict_loading = False
 
@@ -135,13 +144,49 @@ class UnlearningModule(LightningModule):
         if self.gradient_checkpointing:
             model.gradient_checkpointing_enable()
             model.config.use_cache = False
-        if self.needs_reference and self.lora is None:
+        self._check_inputs(model)
+        if self.needs_reference and self.reference_model_name_or_path is not None:
+            self.reference = freeze(self._load_reference(model))
+        elif self.needs_reference and self.lora is None:
             # a frozen copy of the original weights, built the same way so it is sharded alike
             self.reference = freeze(self.load_model())
+        elif self.reference_model_name_or_path is not None:
+            log.warning("%s uses no reference model; ignoring reference_model_name_or_path",
+                        type(self).__name__)
         if self.lora is not None:
             model = apply_lora(model, self.lora)
         self.model = model
         self.configure_extra_models()
+
+    def _load_reference(self, model: nn.Module) -> nn.Module:
+        """Load the user-supplied reference model after checking its architecture."""
+        from ..reliability import check_reference_config, load_config
+
+        name = str(self.reference_model_name_or_path)
+        check_reference_config(
+            model.config,
+            load_config(name, trust_remote_code=self.trust_remote_code),
+            model=self.model_name_or_path,
+            reference_name=name,
+        )
+        return load_causal_lm(name, trust_remote_code=self.trust_remote_code, dtype=self.dtype_name)
+
+    def _check_inputs(self, model: nn.Module) -> None:
+        """Check the data module's tokenizer and ``max_length`` against the model (when training
+        under a Trainer with a data module that has them)."""
+        trainer = self._trainer
+        datamodule = getattr(trainer, "datamodule", None) if trainer is not None else None
+        if datamodule is None or not hasattr(datamodule, "max_length"):
+            return
+        from ..reliability import check_model_inputs
+
+        check_model_inputs(
+            model.config,
+            model=self.model_name_or_path,
+            tokenizer=datamodule.tokenizer,
+            tokenizer_name=getattr(datamodule, "tokenizer_name_or_path", None),
+            max_length=datamodule.max_length,
+        )
 
     def configure_extra_models(self) -> None:
         """Hook for methods that need more frozen models (e.g. a random-initialised one)."""
@@ -176,14 +221,18 @@ class UnlearningModule(LightningModule):
         """Logits of the trained model on a batch."""
         self._require_model()
         inputs = {k: batch[k] for k in _MODEL_INPUTS if k in batch}
-        return self.model(**inputs, use_cache=False).logits
+        logits = self.model(**inputs, use_cache=False).logits
+        capture = self._forget_capture
+        if capture is not None and "logits" not in capture and batch is capture["batch"]:
+            capture["logits"] = logits.detach()
+        return logits
 
     @torch.no_grad()
     def reference_logits(self, batch: dict[str, Tensor]) -> Tensor:
         """Logits of the frozen original model: the one place every method gets them from."""
         self._require_model()
         inputs = {k: batch[k] for k in _MODEL_INPUTS if k in batch}
-        if self.lora is not None:
+        if self.lora is not None and self.reference is None:
             with self.model.disable_adapter():
                 return self.model(**inputs, use_cache=False).logits
         if self.reference is None:
@@ -211,7 +260,13 @@ class UnlearningModule(LightningModule):
                 "{'forget': batch, 'retain': batch}"
             )
         _check_targets(forget, "forget")
-        forget_term = self.forget_loss(forget)
+        self._forget_capture = {"batch": forget} if self.max_forget_nll is not None else None
+        try:
+            forget_term = self.forget_loss(forget)
+            if self.max_forget_nll is not None:
+                self._check_forget_nll(forget)
+        finally:
+            self._forget_capture = None
         loss = self.forget_weight * forget_term
         size = forget["input_ids"].size(0)
         self.log("train/forget_loss", forget_term.detach(), prog_bar=True, batch_size=size)
@@ -233,6 +288,23 @@ class UnlearningModule(LightningModule):
             )
         self.log("train/loss", loss.detach(), prog_bar=True, batch_size=size)
         return loss
+
+    def _check_forget_nll(self, forget: dict[str, Tensor]) -> None:
+        """Stop when the forget NLL passes ``max_forget_nll`` (gradient ascent running away)."""
+        logits = self._forget_capture.get("logits") if self._forget_capture else None
+        if logits is None:  # the method did not call self(forget): one more forward pass
+            with torch.no_grad():
+                logits = self.model(
+                    **{k: forget[k] for k in _MODEL_INPUTS if k in forget}, use_cache=False
+                ).logits
+        value = float(token_nll(logits.float(), forget["labels"]))
+        if not value <= self.max_forget_nll:
+            raise DivergenceError(
+                f"forget NLL {value:.4f} at step {self.global_step} is above max_forget_nll="
+                f"{self.max_forget_nll}: gradient ascent is running away. Lower the learning_rate, "
+                "stop earlier (ApproximateRetrainStopping) or raise max_forget_nll; the last "
+                "checkpoint was written before this step"
+            )
 
     def on_after_backward(self) -> None:
         for name, p in self.named_parameters():
