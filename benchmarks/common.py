@@ -60,6 +60,8 @@ def machine() -> dict[str, Any]:
         "python": platform.python_version(),
         "torch": torch.__version__,
         "platform": platform.platform(),
+        # other processes on the machine skew timings: the 1/5/15-minute load when recorded
+        "load_average": [round(x, 2) for x in os.getloadavg()] if hasattr(os, "getloadavg") else None,
     }
 
 
@@ -93,7 +95,8 @@ def provenance_line(p: dict[str, Any]) -> str:
     m = p["machine"]
     return (f"Measured {p['date']} at commit `{p['commit']}` on {m['cpu']} "
             f"({m['logical_cpus']} logical CPUs, {m['torch_threads']} torch threads, "
-            f"{m['memory_gib']} GiB RAM{', GPU ' + m['gpu'] if m.get('gpu') else ', no GPU'}); "
+            f"{m['memory_gib']} GiB RAM{', GPU ' + m['gpu'] if m.get('gpu') else ', no GPU'}; "
+            f"load average {m.get('load_average')} when written); "
             f"torch {m['torch']}, lightning {p['lightning']}, transformers {p['transformers']}.")
 
 
