@@ -71,11 +71,25 @@ def _flat(metrics: dict[str, float]) -> dict[str, Any]:
 
 
 class Scorer:
-    """Scores a model on a fixed subset of the evaluation splits (the first chunks of each)."""
+    """Scores a model on a fixed subset of each evaluation split: ``eval_chunks`` windows spread
+    evenly over the split (so they come from many documents, not the first few)."""
 
     def __init__(self, data, *, eval_chunks: int, eval_batch_size: int) -> None:
-        self.loaders = common.eval_loaders(data)
-        self.max_batches = max(1, math.ceil(eval_chunks / eval_batch_size))
+        from torch.utils.data import DataLoader, Subset
+
+        from lightning_unlearn.data.datamodule import ChunkDataset
+        from lightning_unlearn.data.tokenize import PadCollator
+
+        data.setup("validate")
+        self.loaders = {}
+        for split in data.eval_split_names:
+            full = ChunkDataset(data.eval_dataset(split), with_eval_columns=True)
+            n = len(full)
+            k = min(eval_chunks, n)
+            picks = sorted({int(i * n / k) for i in range(k)})
+            self.loaders[split] = DataLoader(
+                Subset(full, picks), batch_size=eval_batch_size, shuffle=False,
+                collate_fn=PadCollator(data.pad_token_id, split=split))
         self.seconds = 0.0
 
     def __call__(self, model, splits: Sequence[str] = SPLITS) -> dict[str, Any]:
@@ -83,7 +97,7 @@ class Scorer:
 
         t = time.perf_counter()
         loaders = [self.loaders[s] for s in splits if s in self.loaders]
-        out = _flat(evaluate_splits(model, loaders, max_batches=self.max_batches))
+        out = _flat(evaluate_splits(model, loaders))
         self.seconds += time.perf_counter() - t
         return out
 
@@ -428,8 +442,9 @@ def render(results: dict[str, Any]) -> str:
         f"(one run per method and rate, scored at each budget: with a constant rate the model after "
         f"k steps is the k-step run). Forget perplexity is checked every {g['check_every']} steps; "
         "the first check at or above the target is the *stop* point (what "
-        "`ApproximateRetrainStopping` returns) and is scored in full. Scoring uses the first "
-        f"{g['eval_chunks']} evaluation windows of each split (to fit the time budget), so "
+        "`ApproximateRetrainStopping` returns) and is scored in full. Scoring uses "
+        f"{g['eval_chunks']} evaluation windows of each split, spread evenly over it (to fit the "
+        "time budget), so "
         "perplexities are comparable within this page, not with the demo's report; MIA AUCs on "
         f"{g['eval_chunks']} vs {g['eval_chunks']} documents move in steps of "
         f"{1 / g['eval_chunks'] ** 2:.4f} and are noisy.",
