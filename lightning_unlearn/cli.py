@@ -198,7 +198,6 @@ class UnlearnCLI(LightningCLI):
         """Everything that can be checked before the first byte is written: data files, the
         tokenizer and max_length against the model's config, the reference model."""
         module, data = self.model, self.datamodule
-        data.setup("fit")  # reads and tokenises every split: missing/empty/corrupt files fail here
         config = load_config(
             module.model_name_or_path,
             gguf_file=module.gguf_file,
@@ -219,6 +218,7 @@ class UnlearnCLI(LightningCLI):
                 model=module.model_name_or_path,
                 reference_name=reference,
             )
+        data.setup("fit")  # reads and tokenises every split: missing/empty/corrupt files fail here
 
     def after_fit(self) -> None:
         trainer = self.trainer
@@ -341,7 +341,7 @@ def run_lightning_cli(args: list[str] | None = None) -> UnlearnCLI:
 def main(argv: list[str] | None = None) -> int:
     explicit = argv is not None
     argv = list(sys.argv[1:] if argv is None else argv)
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    _configure_logging()
     try:
         if argv and argv[0] in EXTRA_VERBS:
             verb, rest = argv[0], argv[1:]
@@ -378,6 +378,29 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"error: training diverged: {exc}", file=sys.stderr)
         return 1
+
+
+class _StderrHandler(logging.StreamHandler):
+    """Writes to whatever ``sys.stderr`` is at the time (``main`` may run many times in-process)."""
+
+    @property
+    def stream(self):
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value) -> None:
+        pass
+
+
+def _configure_logging() -> None:
+    root = logging.getLogger()
+    if not any(isinstance(h, _StderrHandler) for h in root.handlers):
+        if not root.handlers:
+            handler = _StderrHandler()
+            handler.setFormatter(logging.Formatter("%(message)s"))
+            root.addHandler(handler)
+        if root.level > logging.INFO or root.level == logging.NOTSET:
+            root.setLevel(logging.INFO)
 
 
 def _describe(exc: BaseException) -> str:

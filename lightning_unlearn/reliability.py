@@ -274,8 +274,8 @@ def check_model_inputs(
     context = _config_value(config, "max_position_embeddings", "n_positions", "max_sequence_length")
     if max_length is not None and context is not None and max_length > int(context):
         raise ValueError(
-            f"max_length {max_length} is above model '{model}''s context of {context} tokens "
-            f"(max_position_embeddings); set data.max_length <= {context}"
+            f"max_length {max_length} is above the context of model '{model}' "
+            f"(max_position_embeddings={context}); set data.max_length <= {context}"
         )
 
 
