@@ -83,8 +83,8 @@ def test_ddp_two_processes_see_disjoint_shards(tiny_model_dir, tmp_path):
     assert not a & b and a | b == forget  # disjoint, and together the whole forget set
     # our own sampler, not one Lightning injected (that one would have seed 0)
     assert [r["sampler"] for r in ranks] == [
-        ["DistributedSampler", 5, 0],
-        ["DistributedSampler", 5, 1],
+        ["ResumableDistributedSampler", 5, 0],
+        ["ResumableDistributedSampler", 5, 1],
     ]
     assert ranks[0]["steps"] == ranks[1]["steps"] == 2  # 4 windows per rank, batch size 2
     assert not {tuple(x) for x in ranks[0]["retain"]} & {tuple(x) for x in ranks[1]["retain"]}
