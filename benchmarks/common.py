@@ -173,7 +173,7 @@ class DemoTask:
     @classmethod
     def build(cls, settings, *, base_model: str | os.PathLike | None = None) -> DemoTask:
         from lightning_unlearn.data.demo import build_demo_corpus
-        from lightning_unlearn.demo import _key, continue_pretraining
+        from lightning_unlearn.demo import continue_pretraining
         from lightning_unlearn.models import convert_gguf_to_checkpoint, smollm2_gguf_path
 
         s = settings
@@ -187,15 +187,10 @@ class DemoTask:
             approximate_documents=s.approximate_documents, retain_documents=s.retain_documents,
             general_documents=s.general_documents, min_chars=s.min_chars, max_chars=s.max_chars,
         )
-        manifest = json.loads((corpus / "manifest.json").read_text())
-        corpus_hash = _key({k: v for k, v in manifest.items() if k in ("files", "splits")})
-        key = _key(corpus_hash, s.max_length, s.pretrain_epochs, s.pretrain_lr,
-                   s.pretrain_batch_size, s.seed)
-        if base_model is not None:  # another base model: keep its checkpoints apart
-            key = _key(key, str(Path(base_model).resolve()))
-        seen = continue_pretraining(base, corpus, s, train="pretrain", out=cache / f"seen-{key}")
+        # the demo's own output folders: its settings stamp decides whether they are reused
+        seen = continue_pretraining(base, corpus, s, train="pretrain", out=cache / "demo-continued")
         exact = continue_pretraining(base, corpus, s, train="pretrain_without_forget",
-                                     out=cache / f"exact-{key}")
+                                     out=cache / "demo-exact-retrain")
         return cls(settings=s, base_dir=Path(base), corpus=corpus, seen_dir=seen, exact_dir=exact)
 
     def data(self, *, retain: str = "retain", batch_size: int | None = None,

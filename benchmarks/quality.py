@@ -106,7 +106,8 @@ def _reached(ppl: float | None, target: float) -> bool:
     return ppl is None or ppl >= target  # None: diverged (inf / NaN) far past the target
 
 
-def _probe_callback(scorer: Scorer, *, budgets: set[int], check_every: int, target: float):
+def _probe_callback(scorer: Scorer, *, budgets: set[int], check_every: int, target: float,
+                    until_stop: bool = False):
     from lightning.pytorch import Callback
 
     class Probe(Callback):
@@ -142,12 +143,17 @@ def _probe_callback(scorer: Scorer, *, budgets: set[int], check_every: int, targ
                 self.stop = {**where, **scores}
             if full:
                 self.records.append({**where, **scores})
+            if until_stop and self.stop is not None and step >= max(budgets):
+                trainer.should_stop = True  # past every budget and the stop is found
 
     return Probe()
 
 
 def run_one(task, scorer: Scorer, *, name: str, cls_name: str, retain: str | None, kwargs: dict,
-            lr: float, budgets: Sequence[int], check_every: int, target: float) -> dict[str, Any]:
+            lr: float, budgets: Sequence[int], check_every: int, target: float,
+            max_steps: int | None = None) -> dict[str, Any]:
+    """One method at one learning rate, scored at every budget; with ``max_steps`` beyond the
+    budgets it trains on until the approximate-retrain stop is found (or ``max_steps``)."""
     import lightning as L
 
     import lightning_unlearn
@@ -159,9 +165,11 @@ def run_one(task, scorer: Scorer, *, name: str, cls_name: str, retain: str | Non
     cls = getattr(lightning_unlearn, cls_name)
     module = cls(str(task.seen_dir), learning_rate=lr, warmup_ratio=0.0, scheduler="constant",
                  **kwargs)
-    probe = _probe_callback(scorer, budgets=set(budgets), check_every=check_every, target=target)
-    trainer = _trainer(max_steps=max(budgets), max_epochs=-1, limit_val_batches=0,
-                       callbacks=[probe])
+    until_stop = max_steps is not None and max_steps > max(budgets)
+    probe = _probe_callback(scorer, budgets=set(budgets), check_every=check_every, target=target,
+                            until_stop=until_stop)
+    trainer = _trainer(max_steps=max_steps if until_stop else max(budgets), max_epochs=-1,
+                       limit_val_batches=0, callbacks=[probe])
     started = time.perf_counter()
     diverged = None
     try:
@@ -639,8 +647,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"subset of {[m[0] for m in METHODS]} (default: all seven)")
     p.add_argument("--lrs", nargs="+", type=float, default=None,
                    help="learning rates (default: the demo's and 3x it)")
-    p.add_argument("--budgets", nargs="+", type=int, default=None, help="step budgets (default 4 8)")
-    p.add_argument("--check-every", type=int, default=2, help="steps between forget-ppl checks")
+    p.add_argument("--budgets", nargs="+", type=int, default=None,
+                   help="step budgets (default: half an epoch and one epoch over the forget set)")
+    p.add_argument("--check-every", type=int, default=1, help="steps between forget-ppl checks")
+    p.add_argument("--ttf-max-steps", type=int, default=None,
+                   help="the time-to-forget runs go on until the stop, at most this many steps "
+                   "(default: 3 epochs)")
     p.add_argument("--eval-chunks", type=int, default=8, help="evaluation windows per split")
     p.add_argument("--eval-batch-size", type=int, default=2)
     p.add_argument("--ttf-lr", type=float, default=None,
@@ -679,20 +691,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     else:
         settings = DemoSettings(**({"cache_dir": args.cache_dir} if args.cache_dir else {}))
         methods = args.methods or [m[0] for m in METHODS]
-        budgets = args.budgets or [4, 8]
+        budgets = args.budgets  # None: set from the epoch length below
         check_every = args.check_every
     unknown = set(methods) - {m[0] for m in METHODS}
     if unknown:
         raise SystemExit(f"unknown methods {sorted(unknown)}; choose from {[m[0] for m in METHODS]}")
     lrs = args.lrs or ([1e-3, 1e-2] if args.smoke else [settings.unlearn_lr, 3 * settings.unlearn_lr])
     ttf_lr = args.ttf_lr or lrs[0]
-    budgets = sorted(set(budgets))
     started = time.perf_counter()
 
     task = common.DemoTask.build(settings, base_model=args.model)
     data = task.data()
     data.setup("fit")
     epoch_steps = math.ceil(len(data.train_dataset("forget")) / settings.unlearn_batch_size)
+    budgets = sorted(set(budgets or [max(1, epoch_steps // 2), epoch_steps]))
+    ttf_max = args.ttf_max_steps or 3 * epoch_steps
+    print(f"one epoch = {epoch_steps} steps; budgets {budgets}", flush=True)
     eval_data = task.data(eval_batch_size=args.eval_batch_size)
     scorer = Scorer(eval_data, eval_chunks=args.eval_chunks, eval_batch_size=args.eval_batch_size)
     from transformers import AutoModelForCausalLM
@@ -727,7 +741,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             t = time.perf_counter()
             run = run_one(task, scorer, name=name, cls_name=cls_name, retain=retain,
                           kwargs=kwargs, lr=lr, budgets=run_budgets, check_every=check_every,
-                          target=target)
+                          target=target, max_steps=ttf_max if epoch_run else None)
             run["epoch_run"], run["epoch_steps"] = epoch_run, epoch_steps
             results["runs"].append(run)
             stop = run["stop"]["step"] if run["stop"] else None
