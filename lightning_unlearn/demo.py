@@ -55,11 +55,11 @@ class DemoSettings:
 
     output_dir: str = "outputs/demo"
     cache_dir: str = ".cache/lightning_unlearn"
-    max_length: int = 128
-    forget_documents: int = 24
-    approximate_documents: int = 24
-    retain_documents: int = 24
-    general_documents: int = 12
+    max_length: int = 256
+    forget_documents: int = 16
+    approximate_documents: int = 16
+    retain_documents: int = 16
+    general_documents: int = 8
     min_chars: int = 400
     max_chars: int = 700
     pretrain_epochs: int = 3
@@ -80,8 +80,14 @@ def _key(*parts: Any) -> str:
 
 def _quiet() -> None:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    for name in ("lightning", "lightning.pytorch", "lightning.fabric", "transformers", "datasets",
-                 "lightning_unlearn"):
+    for name in (
+        "lightning",
+        "lightning.pytorch",
+        "lightning.fabric",
+        "transformers",
+        "datasets",
+        "lightning_unlearn",
+    ):
         logging.getLogger(name).setLevel(logging.ERROR)
     warnings.filterwarnings("ignore")
     try:
@@ -135,7 +141,9 @@ def _trainer(**kwargs):
     return L.Trainer(**defaults)
 
 
-def _data(model_dir: Path, corpus: Path, s: DemoSettings, *, train: str, batch_size: int, retain: bool):
+def _data(
+    model_dir: Path, corpus: Path, s: DemoSettings, *, train: str, batch_size: int, retain: bool
+):
     from .data import UnlearningDataModule
 
     return UnlearningDataModule(
@@ -154,22 +162,39 @@ def _data(model_dir: Path, corpus: Path, s: DemoSettings, *, train: str, batch_s
     )
 
 
-def continue_pretraining(model_dir: Path, corpus: Path, s: DemoSettings, *, train: str, out: Path,
-                         progress=None, task=None) -> Path:
+def continue_pretraining(
+    model_dir: Path,
+    corpus: Path,
+    s: DemoSettings,
+    *,
+    train: str,
+    out: Path,
+    progress=None,
+    task=None,
+) -> Path:
     """Fine-tune ``model_dir`` on ``corpus/<train>.jsonl`` and export it to ``out`` (cached)."""
     import lightning as L
 
     from .pretraining import ContinuedPretraining
 
-    key = _key(str(model_dir), (corpus / "manifest.json").read_text(), train, s.max_length,
-               s.pretrain_epochs, s.pretrain_lr, s.pretrain_batch_size, s.seed)
+    key = _key(
+        str(model_dir),
+        (corpus / "manifest.json").read_text(),
+        train,
+        s.max_length,
+        s.pretrain_epochs,
+        s.pretrain_lr,
+        s.pretrain_batch_size,
+        s.seed,
+    )
     stamp = out / "lightning_unlearn_settings.sha"
     if stamp.is_file() and stamp.read_text() == key and any(out.glob("*.safetensors")):
         return out
     L.seed_everything(s.seed, verbose=False)
     data = _data(model_dir, corpus, s, train=train, batch_size=s.pretrain_batch_size, retain=False)
-    module = ContinuedPretraining(str(model_dir), learning_rate=s.pretrain_lr, warmup_ratio=0.0,
-                                  scheduler="constant")
+    module = ContinuedPretraining(
+        str(model_dir), learning_rate=s.pretrain_lr, warmup_ratio=0.0, scheduler="constant"
+    )
     callbacks = [_StepProgress(progress, task)] if progress is not None else []
     trainer = _trainer(max_epochs=s.pretrain_epochs, limit_val_batches=0, callbacks=callbacks)
     if progress is not None:
@@ -246,16 +271,32 @@ def run_demo(s: DemoSettings) -> dict[str, Any]:
         progress.update(phase, completed=1)
 
         begin(3, "continue pre-training on forget + retain (the forget set becomes 'seen')")
-        seen_dir = continue_pretraining(model_dir, corpus, s, train="pretrain",
-                                        out=cache / "demo-continued", progress=progress, task=phase)
+        seen_dir = continue_pretraining(
+            model_dir,
+            corpus,
+            s,
+            train="pretrain",
+            out=cache / "demo-continued",
+            progress=progress,
+            task=phase,
+        )
         exact_dir = None
         if s.exact_retrain:
             begin(3, "continue pre-training on retain only (the exact-retrain reference)")
-            exact_dir = continue_pretraining(model_dir, corpus, s, train="pretrain_without_forget",
-                                             out=cache / "demo-exact-retrain", progress=progress, task=phase)
+            exact_dir = continue_pretraining(
+                model_dir,
+                corpus,
+                s,
+                train="pretrain_without_forget",
+                out=cache / "demo-exact-retrain",
+                progress=progress,
+                task=phase,
+            )
 
         begin(4, "measure the pre-trained, continued and exact-retrain models", 3)
-        eval_data = _data(seen_dir, corpus, s, train="forget", batch_size=s.unlearn_batch_size, retain=True)
+        eval_data = _data(
+            seen_dir, corpus, s, train="forget", batch_size=s.unlearn_batch_size, retain=True
+        )
         pretrained = _evaluate(model_dir, eval_data)
         progress.update(phase, advance=1)
         exact = _evaluate(exact_dir, eval_data) if exact_dir is not None else None
@@ -263,8 +304,9 @@ def run_demo(s: DemoSettings) -> dict[str, Any]:
 
         begin(5, "unlearn with GA+GD, stop at the approximate-retrain target", s.max_unlearn_steps)
         L.seed_everything(s.seed, verbose=False)
-        module = GradientAscentDescent(str(seen_dir), learning_rate=s.unlearn_lr, warmup_ratio=0.0,
-                                       scheduler="constant")
+        module = GradientAscentDescent(
+            str(seen_dir), learning_rate=s.unlearn_lr, warmup_ratio=0.0, scheduler="constant"
+        )
         stopper = ApproximateRetrainStopping(verbose=False)
         trainer = _trainer(
             max_steps=s.max_unlearn_steps,
@@ -305,8 +347,9 @@ def run_demo(s: DemoSettings) -> dict[str, Any]:
         progress.update(phase, completed=1)
         progress.update(overall, completed=phases, status="done")
     console.print(format_table(report))
-    console.print(f"report: {paths.get('json', out / 'report.json')}   "
-                  f"total {report['total_seconds']:.0f} s")
+    console.print(
+        f"report: {paths.get('json', out / 'report.json')}   total {report['total_seconds']:.0f} s"
+    )
     return report
 
 
@@ -319,8 +362,12 @@ def build_parser() -> argparse.ArgumentParser:
     for field in dataclasses.fields(DemoSettings):
         flag = f"--{field.name}"
         if field.type in ("bool", bool):
-            parser.add_argument(flag, type=lambda v: str(v).lower() in ("1", "true", "yes"),
-                                default=field.default, metavar="BOOL")
+            parser.add_argument(
+                flag,
+                type=lambda v: str(v).lower() in ("1", "true", "yes"),
+                default=field.default,
+                metavar="BOOL",
+            )
         else:
             kind = {"int": int, "float": float, "str": str}.get(str(field.type), str)
             parser.add_argument(flag, type=kind, default=field.default)

@@ -47,7 +47,15 @@ class LoraSettings:
     alpha: int = 16
     dropout: float = 0.0
     target_modules: list[str] = field(
-        default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+        default_factory=lambda: [
+            "q_proj",
+            "k_proj",
+            "v_proj",
+            "o_proj",
+            "gate_proj",
+            "up_proj",
+            "down_proj",
+        ]
     )
     save_adapter_only: bool = False
 
@@ -71,7 +79,9 @@ def _looks_local(name_or_path: str) -> bool:
     )
 
 
-def resolve_model_source(name_or_path: str | os.PathLike, gguf_file: str | None = None) -> tuple[str, str | None]:
+def resolve_model_source(
+    name_or_path: str | os.PathLike, gguf_file: str | None = None
+) -> tuple[str, str | None]:
     """Check a model reference and split a GGUF file path into (folder, file).
 
     Returns ``(name_or_path, gguf_file)`` ready for ``from_pretrained``. Raises
@@ -195,11 +205,15 @@ def _plain_copy(model: nn.Module) -> nn.Module:
     return plain
 
 
-def random_like(model_or_config: Any, *, seed: int = 0, dtype: torch.dtype | None = None) -> nn.Module:
+def random_like(
+    model_or_config: Any, *, seed: int = 0, dtype: torch.dtype | None = None
+) -> nn.Module:
     """A randomly initialised causal LM with the same architecture (for random-label targets)."""
     from transformers import AutoModelForCausalLM, PretrainedConfig
 
-    config = model_or_config if isinstance(model_or_config, PretrainedConfig) else model_or_config.config
+    config = (
+        model_or_config if isinstance(model_or_config, PretrainedConfig) else model_or_config.config
+    )
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = AutoModelForCausalLM.from_config(config, dtype=dtype)

@@ -20,7 +20,9 @@ for i in range(10):\n    print(i * i)\n  The capital of France is Paris.
 """
 
 
-def build_tiny_tokenizer(out_dir: str | os.PathLike, *, vocab_size: int = 384, text: str | None = None):
+def build_tiny_tokenizer(
+    out_dir: str | os.PathLike, *, vocab_size: int = 384, text: str | None = None
+):
     """Train a small byte-level BPE tokenizer and save it as a transformers fast tokenizer.
 
     It has ``<|endoftext|>`` as BOS/EOS and *no* pad token, like many causal LM tokenizers.
@@ -67,7 +69,9 @@ def tiny_llama_config(vocab_size: int, **overrides):
     return LlamaConfig(**defaults)
 
 
-def build_tiny_model(out_dir: str | os.PathLike, *, seed: int = 0, vocab_size: int = 384, **config) -> Path:
+def build_tiny_model(
+    out_dir: str | os.PathLike, *, seed: int = 0, vocab_size: int = 384, **config
+) -> Path:
     """Save a tiny random-initialised Llama model plus tokenizer into ``out_dir``."""
     from transformers import AutoModelForCausalLM
 
@@ -79,3 +83,56 @@ def build_tiny_model(out_dir: str | os.PathLike, *, seed: int = 0, vocab_size: i
         model = AutoModelForCausalLM.from_config(cfg)
     model.save_pretrained(out, safe_serialization=True)
     return out
+
+
+class RepeatedBatches(torch.utils.data.IterableDataset):
+    """The same ready-made batch ``steps`` times (wrap in ``DataLoader(..., batch_size=None)``)."""
+
+    def __init__(self, batch, steps: int) -> None:
+        self.batch, self.steps = batch, steps
+
+    def __iter__(self):
+        for _ in range(self.steps):
+            yield self.batch
+
+    def __len__(self) -> int:
+        return self.steps
+
+
+def build_method(cls, path, **kwargs):
+    """An unlearning method on ``path`` with a constant learning rate, its model already built."""
+    kwargs.setdefault("warmup_ratio", 0.0)
+    kwargs.setdefault("scheduler", "constant")
+    module = cls(str(path), **kwargs)
+    module.configure_model()
+    return module
+
+
+def fit_on_batches(module, forget, retain=None, steps: int = 1, **trainer_kwargs):
+    """Train ``module`` for ``steps`` optimizer steps on one fixed forget (and retain) batch."""
+    import lightning as L
+
+    batch = {"forget": forget} if retain is None else {"forget": forget, "retain": retain}
+    options = dict(
+        max_steps=steps,
+        accelerator="cpu",
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+    )
+    options.update(trainer_kwargs)
+    trainer = L.Trainer(**options)
+    loader = torch.utils.data.DataLoader(RepeatedBatches(batch, steps), batch_size=None)
+    trainer.fit(module, loader)
+    return trainer
+
+
+@torch.no_grad()
+def forget_nll(module, batch) -> float:
+    """Mean token NLL of ``batch`` under ``module`` (eval mode)."""
+    from .losses import token_nll
+
+    module.eval()
+    return token_nll(module(batch), batch["labels"]).item()

@@ -30,7 +30,9 @@ def _command(path: Path, model_dir: Path) -> list[str]:
         for old, new in PLACEHOLDERS.items():
             line = line.replace(old, new)
     words = shlex.split(line)
-    start = words.index("lightning_unlearn" if "lightning_unlearn" in words else "lightning-unlearn")
+    start = words.index(
+        "lightning_unlearn" if "lightning_unlearn" in words else "lightning-unlearn"
+    )
     return words[start + 1 :]
 
 
@@ -38,10 +40,30 @@ def test_there_are_configs_of_every_kind():
     kinds = {p.parent.name for p in CONFIGS}
     assert {"methods", "data", "trainer", "experiments"} <= kinds
     names = {p.stem for p in CONFIGS}
-    for expected in ("cpu", "single_gpu", "ddp", "deepspeed_zero2", "deepspeed_zero3",
-                     "deepspeed_zero3_offload", "multinode", "paper_arxiv", "paper_github",
-                     "local_files", "demo", "ga_gd", "ga_kl", "gradient_ascent", "random_labels",
-                     "adversarial_samples", "npo", "simnpo", "rmu", "undial", "dpo", "whos_harry_potter"):
+    for expected in (
+        "cpu",
+        "single_gpu",
+        "ddp",
+        "deepspeed_zero2",
+        "deepspeed_zero3",
+        "deepspeed_zero3_offload",
+        "multinode",
+        "paper_arxiv",
+        "paper_github",
+        "local_files",
+        "demo",
+        "ga_gd",
+        "ga_kl",
+        "gradient_ascent",
+        "random_labels",
+        "adversarial_samples",
+        "npo",
+        "simnpo",
+        "rmu",
+        "undial",
+        "dpo",
+        "whos_harry_potter",
+    ):
         assert expected in names, expected
 
 

@@ -3,7 +3,6 @@ export merges into a plain checkpoint or saves the adapter."""
 
 from __future__ import annotations
 
-import lightning as Lg
 import pytest
 import torch
 from transformers import AutoModelForCausalLM
@@ -22,6 +21,8 @@ from lightning_unlearn import (
     SimNPO,
     WhosHarryPotter,
 )
+from lightning_unlearn.testing import build_method as build
+from lightning_unlearn.testing import fit_on_batches as fit
 
 LORA = {"r": 4, "alpha": 8}
 
@@ -39,41 +40,6 @@ ALL_METHODS = [
     (WhosHarryPotter, {"reinforce_steps": 2, "reinforce_lr": 1e-2, "target": "soft"}),
     (PreferenceUnlearning, {"prompt_tokens": 4}),
 ]
-
-
-class _Repeat(torch.utils.data.IterableDataset):
-    def __init__(self, batch, n):
-        self.batch, self.n = batch, n
-
-    def __iter__(self):
-        for _ in range(self.n):
-            yield self.batch
-
-    def __len__(self):
-        return self.n
-
-
-def fit(module, forget, retain, steps):
-    data = _Repeat({"forget": forget, "retain": retain}, steps)
-    trainer = Lg.Trainer(
-        max_steps=steps,
-        accelerator="cpu",
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        num_sanity_val_steps=0,
-    )
-    trainer.fit(module, torch.utils.data.DataLoader(data, batch_size=None))
-    return trainer
-
-
-def build(cls, path, **kw):
-    kw.setdefault("warmup_ratio", 0.0)
-    kw.setdefault("scheduler", "constant")
-    module = cls(str(path), **kw)
-    module.configure_model()
-    return module
 
 
 def merged_state(peft_model, scale: float) -> dict[str, torch.Tensor]:

@@ -108,9 +108,13 @@ def test_kl_by_hand_and_zero_for_identical():
     expected = 0.5 * math.log(0.5 / 0.75) + 0.5 * math.log(0.5 / 0.25)
     assert L.kl_to_reference(cur, ref, labels).item() == pytest.approx(expected, abs=1e-6)
     x = torch.randn(2, 6, 9)
-    assert L.kl_to_reference(x, x.clone(), torch.randint(0, 9, (2, 6))).item() == pytest.approx(0, abs=1e-6)
+    assert L.kl_to_reference(x, x.clone(), torch.randint(0, 9, (2, 6))).item() == pytest.approx(
+        0, abs=1e-6
+    )
     with pytest.raises(ValueError, match="share the vocabulary"):
-        L.kl_to_reference(torch.randn(1, 3, 5), torch.randn(1, 3, 6), torch.zeros(1, 3, dtype=torch.long))
+        L.kl_to_reference(
+            torch.randn(1, 3, 5), torch.randn(1, 3, 6), torch.zeros(1, 3, dtype=torch.long)
+        )
 
 
 def test_adversarial_labels_exclude_the_true_next_token():

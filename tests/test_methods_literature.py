@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import math
 
-import lightning as Lg
 import pytest
 import torch
 import torch.nn.functional as F
@@ -36,50 +35,11 @@ from lightning_unlearn.losses import (
 )
 from lightning_unlearn.methods.rmu import decoder_layers, steering_vector
 from lightning_unlearn.methods.whos_harry_potter import load_anchored_terms, translate_tokens
-
+from lightning_unlearn.testing import build_method as build
+from lightning_unlearn.testing import fit_on_batches as fit
+from lightning_unlearn.testing import forget_nll as nll
 
 # ----------------------------------------------------------------------------- helpers
-class _Repeat(torch.utils.data.IterableDataset):
-    def __init__(self, batch, n):
-        self.batch, self.n = batch, n
-
-    def __iter__(self):
-        for _ in range(self.n):
-            yield self.batch
-
-    def __len__(self):
-        return self.n
-
-
-def fit(module, forget, retain, steps):
-    data = _Repeat({"forget": forget, "retain": retain}, steps)
-    trainer = Lg.Trainer(
-        max_steps=steps,
-        accelerator="cpu",
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        num_sanity_val_steps=0,
-    )
-    trainer.fit(module, torch.utils.data.DataLoader(data, batch_size=None))
-    return trainer
-
-
-@torch.no_grad()
-def nll(module, batch):
-    from lightning_unlearn.losses import token_nll
-
-    module.eval()
-    return token_nll(module(batch), batch["labels"]).item()
-
-
-def build(cls, path, **kw):
-    kw.setdefault("warmup_ratio", 0.0)
-    kw.setdefault("scheduler", "constant")
-    module = cls(str(path), **kw)
-    module.configure_model()
-    return module
 
 
 def _log_sigmoid(x: float) -> float:

@@ -151,8 +151,10 @@ class UnlearningModule(LightningModule):
             # a frozen copy of the original weights, built the same way so it is sharded alike
             self.reference = freeze(self.load_model())
         elif self.reference_model_name_or_path is not None:
-            log.warning("%s uses no reference model; ignoring reference_model_name_or_path",
-                        type(self).__name__)
+            log.warning(
+                "%s uses no reference model; ignoring reference_model_name_or_path",
+                type(self).__name__,
+            )
         if self.lora is not None:
             model = apply_lora(model, self.lora)
         self.model = model
@@ -324,10 +326,15 @@ class UnlearningModule(LightningModule):
         scheduler = torch.optim.lr_scheduler.LambdaLR(
             optimizer, _lr_lambda(warmup, total, self.scheduler_name)
         )
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+        return {
+            "optimizer": optimizer,
+            "lr_scheduler": {"scheduler": scheduler, "interval": "step"},
+        }
 
     # ------------------------------------------------------------------ evaluation
-    def validation_step(self, batch: dict[str, Any], batch_idx: int, dataloader_idx: int = 0) -> None:
+    def validation_step(
+        self, batch: dict[str, Any], batch_idx: int, dataloader_idx: int = 0
+    ) -> None:
         split = batch.get("split")
         if isinstance(split, (list, tuple)):
             split = split[0]
@@ -383,15 +390,23 @@ class UnlearningModule(LightningModule):
     def _tokenizer_for_export(self):
         source = self.tokenizer_name_or_path or self.model_name_or_path
         try:
-            return load_tokenizer(source, gguf_file=self.gguf_file if source == self.model_name_or_path else None,
-                                  trust_remote_code=self.trust_remote_code)
+            return load_tokenizer(
+                source,
+                gguf_file=self.gguf_file if source == self.model_name_or_path else None,
+                trust_remote_code=self.trust_remote_code,
+            )
         except (OSError, ValueError) as err:
             log.warning("no tokenizer exported with the model (%s)", err)
             return None
 
 
 def _check_number(name: str, value: float, *, low: float, strict: bool = False) -> None:
-    bad = not isinstance(value, (int, float)) or math.isnan(value) or value < low or (strict and value == low)
+    bad = (
+        not isinstance(value, (int, float))
+        or math.isnan(value)
+        or value < low
+        or (strict and value == low)
+    )
     if bad:
         op = ">" if strict else ">="
         raise ValueError(f"{name} must be {op} {low}, got {value!r}")
