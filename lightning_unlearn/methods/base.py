@@ -309,12 +309,19 @@ class UnlearningModule(LightningModule):
             )
 
     def on_after_backward(self) -> None:
-        for name, p in self.named_parameters():
-            if p.grad is not None and not torch.isfinite(p.grad).all():
-                raise DivergenceError(
-                    f"non-finite gradient in '{name}' at step {self.global_step}; lower the "
-                    "learning_rate or resume from the last good checkpoint"
-                )
+        named = [(n, p.grad) for n, p in self.named_parameters() if p.grad is not None]
+        if not named:
+            return
+        # one fused norm per gradient and a single host sync, instead of one sync per tensor
+        norms = torch._foreach_norm([g for _, g in named])
+        finite = torch.isfinite(torch.stack(norms))
+        if bool(finite.all()):
+            return
+        name = named[int((~finite).nonzero()[0])][0]
+        raise DivergenceError(
+            f"non-finite gradient in '{name}' at step {self.global_step}; lower the "
+            "learning_rate or resume from the last good checkpoint"
+        )
 
     def configure_optimizers(self):
         params = [p for p in self.parameters() if p.requires_grad]
