@@ -47,6 +47,9 @@ class DemoSettings:
         pretrain_epochs / pretrain_lr / pretrain_batch_size: continued pre-training.
         unlearn_lr / unlearn_batch_size / max_unlearn_steps / val_every: GA+GD unlearning; the run
             stops at the approximate-retrain target, checked every ``val_every`` steps.
+        light_eval_documents: approximate / retain documents scored at each check during
+            unlearning (the forget split is always scored whole; all splits are scored in full
+            before and after).
         exact_retrain: also train the exact-retrain reference (continued pre-training without the
             forget set) and report it.
         seed: seed of everything.
@@ -69,6 +72,7 @@ class DemoSettings:
     unlearn_batch_size: int = 4
     max_unlearn_steps: int = 40
     val_every: int = 2
+    light_eval_documents: int = 6
     exact_retrain: bool = True
     seed: int = 0
     overwrite: bool = True
@@ -106,21 +110,34 @@ def _quiet() -> None:
 
 
 class _StepProgress:
-    """A Lightning callback advancing a Rich progress task by one per training step."""
+    """A Lightning callback advancing a Rich progress task by one per training step.
+
+    Without a terminal (a log file, CI) Rich draws nothing live, so each step is also printed.
+    """
 
     def __new__(cls, progress, task):
         from lightning.pytorch import Callback
+
+        plain = not progress.console.is_terminal
 
         class StepProgress(Callback):
             def on_train_batch_end(self, trainer, *args, **kwargs):
                 loss = trainer.callback_metrics.get("train/loss")
                 desc = f"loss {float(loss):.3f}" if loss is not None else ""
                 progress.update(task, advance=1, status=desc)
+                if plain:
+                    progress.console.print(f"    step {trainer.global_step}: {desc}")
 
             def on_validation_end(self, trainer, pl_module):
                 ppl = trainer.callback_metrics.get("val/forget/ppl")
                 if ppl is not None:
                     progress.update(task, status=f"forget ppl {float(ppl):.2f}")
+                    if plain:
+                        approx = trainer.callback_metrics.get("val/approximate/ppl")
+                        progress.console.print(
+                            f"    step {trainer.global_step}: forget ppl {float(ppl):.2f}, "
+                            f"approximate ppl {float(approx):.2f}"
+                        )
 
         return StepProgress()
 
@@ -142,18 +159,29 @@ def _trainer(**kwargs):
 
 
 def _data(
-    model_dir: Path, corpus: Path, s: DemoSettings, *, train: str, batch_size: int, retain: bool
+    model_dir: Path,
+    corpus: Path,
+    s: DemoSettings,
+    *,
+    train: str,
+    batch_size: int,
+    retain: bool,
+    light: bool = False,
 ):
-    from .data import UnlearningDataModule
+    """The demo's data module. ``light``: the evaluation run during unlearning (every
+    ``val_every`` steps) reads the whole forget split but only part of approximate / retain and
+    no general text; the full evaluation happens before and after, outside the training loop."""
+    from .data import DataSource, UnlearningDataModule
 
+    part = s.light_eval_documents if light else None
     return UnlearningDataModule(
         str(model_dir),
         forget=str(corpus / f"{train}.jsonl"),
         retain=str(corpus / "retain.jsonl") if retain else None,
         eval_forget=str(corpus / "forget.jsonl"),
-        eval_retain=str(corpus / "retain.jsonl"),
-        approximate=str(corpus / "approximate.jsonl"),
-        general=str(corpus / "general.jsonl"),
+        eval_retain=DataSource(path=str(corpus / "retain.jsonl"), limit=part),
+        approximate=DataSource(path=str(corpus / "approximate.jsonl"), limit=part),
+        general=None if light else str(corpus / "general.jsonl"),
         max_length=s.max_length,
         batch_size=batch_size,
         eval_batch_size=16,
@@ -209,13 +237,27 @@ def continue_pretraining(
     return out
 
 
-def _evaluate(model_dir: Path, data) -> dict[str, float]:
+def _evaluate(
+    model_dir: Path, data, *, cache: Path | None = None, key: str = ""
+) -> dict[str, float]:
+    """Score a saved model on every evaluation split; with ``cache``, reuse an earlier score of the
+    same model (its weights file's size and mtime) on the same data (``key``)."""
     from transformers import AutoModelForCausalLM
 
     from .evaluation import evaluate_splits
 
+    weights = sorted(Path(model_dir).glob("*.safetensors"))
+    stamp = _key(key, [(w.name, w.stat().st_size, w.stat().st_mtime_ns) for w in weights])
+    path = None if cache is None else cache / f"scores-{stamp}.json"
+    if path is not None and path.is_file():
+        return json.loads(path.read_text())
     model = AutoModelForCausalLM.from_pretrained(str(model_dir))
-    return evaluate_splits(model, data)
+    scores = evaluate_splits(model, data)
+    if path is not None:
+        from .io import atomic_write_json
+
+        atomic_write_json(path, scores)
+    return scores
 
 
 def run_demo(s: DemoSettings) -> dict[str, Any]:
@@ -225,7 +267,13 @@ def run_demo(s: DemoSettings) -> dict[str, Any]:
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
     from .data.demo import build_demo_corpus
-    from .evaluation import ApproximateRetrainStopping, build_report, format_table, write_report
+    from .evaluation import (
+        ApproximateRetrainStopping,
+        build_report,
+        evaluate_splits,
+        format_table,
+        write_report,
+    )
     from .io import check_output_dir
     from .methods import GradientAscentDescent
     from .models import convert_gguf_to_checkpoint, smollm2_gguf_path
@@ -250,6 +298,8 @@ def run_demo(s: DemoSettings) -> dict[str, Any]:
         phase = progress.add_task("", total=1, status="")
 
         def begin(i: int, text: str, total: int = 1) -> None:
+            if not console.is_terminal:
+                console.print(f"[{i}/{phases}] {text}  ({time.perf_counter() - started:.0f} s)")
             progress.update(overall, completed=i - 1, status=text)
             progress.reset(phase, total=total, description=f"[{i}/{phases}] {text}", status="")
 
@@ -297,9 +347,17 @@ def run_demo(s: DemoSettings) -> dict[str, Any]:
         eval_data = _data(
             seen_dir, corpus, s, train="forget", batch_size=s.unlearn_batch_size, retain=True
         )
-        pretrained = _evaluate(model_dir, eval_data)
+        scored = cache / "scores"
+        corpus_key = (corpus / "manifest.json").read_text() + str(s.max_length)
+        pretrained = _evaluate(model_dir, eval_data, cache=scored, key=corpus_key)
         progress.update(phase, advance=1)
-        exact = _evaluate(exact_dir, eval_data) if exact_dir is not None else None
+        exact = (
+            _evaluate(exact_dir, eval_data, cache=scored, key=corpus_key)
+            if exact_dir is not None
+            else None
+        )
+        progress.update(phase, advance=1)
+        before = _evaluate(seen_dir, eval_data, cache=scored, key=corpus_key)
         progress.update(phase, advance=1)
 
         begin(5, "unlearn with GA+GD, stop at the approximate-retrain target", s.max_unlearn_steps)
@@ -307,7 +365,8 @@ def run_demo(s: DemoSettings) -> dict[str, Any]:
         module = GradientAscentDescent(
             str(seen_dir), learning_rate=s.unlearn_lr, warmup_ratio=0.0, scheduler="constant"
         )
-        stopper = ApproximateRetrainStopping(verbose=False)
+        # the target: the continued model's perplexity on the whole (unseen) approximate split
+        stopper = ApproximateRetrainStopping(target_ppl=before["approximate/ppl"], verbose=False)
         trainer = _trainer(
             max_steps=s.max_unlearn_steps,
             max_epochs=-1,
@@ -315,13 +374,22 @@ def run_demo(s: DemoSettings) -> dict[str, Any]:
             check_val_every_n_epoch=None,
             callbacks=[stopper, _StepProgress(progress, phase)],
         )
+        fit_data = _data(
+            seen_dir,
+            corpus,
+            s,
+            train="forget",
+            batch_size=s.unlearn_batch_size,
+            retain=True,
+            light=True,
+        )
         unlearn_started = time.perf_counter()
-        before = trainer.validate(module, datamodule=eval_data, verbose=False)[0]
-        trainer.fit(module, datamodule=eval_data)
+        trainer.validate(module, datamodule=fit_data, verbose=False)  # step 0 of the history
+        trainer.fit(module, datamodule=fit_data)
         unlearn_seconds = time.perf_counter() - unlearn_started
 
         begin(6, "measure the unlearned model, write the report and the model")
-        after = trainer.validate(module, datamodule=eval_data, verbose=False)[0]
+        after = evaluate_splits(module, eval_data)
         report = build_report(
             model=str(seen_dir),
             method="GradientAscentDescent",
