@@ -68,7 +68,7 @@ class DemoSettings:
     pretrain_epochs: int = 3
     pretrain_lr: float = 5e-5
     pretrain_batch_size: int = 8
-    unlearn_lr: float = 3e-5
+    unlearn_lr: float = 1e-4
     unlearn_batch_size: int = 4
     max_unlearn_steps: int = 40
     val_every: int = 2
