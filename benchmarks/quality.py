@@ -323,7 +323,8 @@ def time_to_forget(results: dict[str, Any]) -> list[dict[str, Any]]:
     pre = results.get("pretraining") or {}
     rows = []
     for run in results["runs"]:
-        if not run.get("epoch_run"):
+        has_epoch = any(r["step"] == run.get("epoch_steps") for r in run["records"])
+        if not (run.get("epoch_run") or (run["method"] in TTF_METHODS and has_epoch)):
             continue
         epoch = next((r for r in run["records"] if r["step"] == run["epoch_steps"]), None)
         for label, point in (("approximate-retrain stop", run["stop"]), ("one epoch (paper)", epoch)):
