@@ -30,6 +30,15 @@ _DTYPES = {
 }
 
 
+#: batch keys a causal LM's forward takes (labels and evaluation extras stay out)
+MODEL_INPUTS = ("input_ids", "attention_mask", "position_ids")
+
+
+def model_inputs(batch: dict[str, Any]) -> dict[str, Any]:
+    """The part of a batch that goes into the model's forward."""
+    return {k: batch[k] for k in MODEL_INPUTS if k in batch}
+
+
 @dataclass
 class LoraSettings:
     """Low-rank adapters (peft) on the trained model.

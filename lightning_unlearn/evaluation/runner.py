@@ -9,11 +9,10 @@ import torch
 from torch import Tensor, nn
 
 from ..losses import token_statistics
+from ..models import model_inputs
 from .metrics import EVAL_SPLITS, UnlearningEvaluator
 
 __all__ = ["evaluate_splits"]
-
-_MODEL_INPUTS = ("input_ids", "attention_mask", "position_ids")
 
 
 def _loaders(source: Any) -> list[Iterable]:
@@ -31,7 +30,7 @@ def _loaders(source: Any) -> list[Iterable]:
 
 
 def _logits(module: nn.Module, batch: dict[str, Any]) -> Tensor:
-    inputs = {k: batch[k] for k in _MODEL_INPUTS if k in batch}
+    inputs = model_inputs(batch)
     if hasattr(module, "training_step"):  # a LightningModule: its forward takes the batch
         out = module(batch)
     else:  # a transformers model

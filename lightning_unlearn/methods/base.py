@@ -26,11 +26,16 @@ from torch import Tensor, nn
 from ..evaluation.metrics import EVAL_SPLITS, UnlearningEvaluator
 from ..io import atomic_directory
 from ..losses import IGNORE_INDEX, token_nll, token_statistics
-from ..models import LoraSettings, apply_lora, freeze, load_causal_lm, load_tokenizer
+from ..models import (
+    LoraSettings,
+    apply_lora,
+    freeze,
+    load_causal_lm,
+    load_tokenizer,
+    model_inputs,
+)
 
 log = logging.getLogger(__name__)
-
-_MODEL_INPUTS = ("input_ids", "attention_mask", "position_ids")
 
 
 class DivergenceError(RuntimeError):
@@ -222,7 +227,7 @@ class UnlearningModule(LightningModule):
     def forward(self, batch: dict[str, Tensor]) -> Tensor:
         """Logits of the trained model on a batch."""
         self._require_model()
-        inputs = {k: batch[k] for k in _MODEL_INPUTS if k in batch}
+        inputs = model_inputs(batch)
         logits = self.model(**inputs, use_cache=False).logits
         capture = self._forget_capture
         if capture is not None and "logits" not in capture and batch is capture["batch"]:
@@ -233,7 +238,7 @@ class UnlearningModule(LightningModule):
     def reference_logits(self, batch: dict[str, Tensor]) -> Tensor:
         """Logits of the frozen original model: the one place every method gets them from."""
         self._require_model()
-        inputs = {k: batch[k] for k in _MODEL_INPUTS if k in batch}
+        inputs = model_inputs(batch)
         if self.lora is not None and self.reference is None:
             with self.model.disable_adapter():
                 return self.model(**inputs, use_cache=False).logits
@@ -296,9 +301,7 @@ class UnlearningModule(LightningModule):
         logits = self._forget_capture.get("logits") if self._forget_capture else None
         if logits is None:  # the method did not call self(forget): one more forward pass
             with torch.no_grad():
-                logits = self.model(
-                    **{k: forget[k] for k in _MODEL_INPUTS if k in forget}, use_cache=False
-                ).logits
+                logits = self.model(**model_inputs(forget), use_cache=False).logits
         value = float(token_nll(logits.float(), forget["labels"]))
         if not value <= self.max_forget_nll:
             raise DivergenceError(

@@ -16,8 +16,8 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ..losses import target_cross_entropy, uniform_cross_entropy
-from ..models import freeze, random_like
-from .base import _MODEL_INPUTS, UnlearningModule
+from ..models import freeze, model_inputs, random_like
+from .base import UnlearningModule
 
 
 class RandomLabels(UnlearningModule):
@@ -51,7 +51,7 @@ class RandomLabels(UnlearningModule):
     @torch.no_grad()
     def forget_targets(self, batch: dict[str, Tensor]) -> Tensor:
         """Target distribution per position (aligned like the logits)."""
-        inputs = {k: batch[k] for k in _MODEL_INPUTS if k in batch}
+        inputs = model_inputs(batch)
         return F.softmax(self.random_model(**inputs, use_cache=False).logits.float(), dim=-1)
 
     def forget_loss(self, batch: dict[str, Tensor]) -> Tensor:

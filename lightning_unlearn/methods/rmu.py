@@ -23,7 +23,8 @@ import torch
 from torch import Tensor, nn
 
 from ..losses import activation_mse
-from .base import _MODEL_INPUTS, UnlearningModule
+from ..models import model_inputs
+from .base import UnlearningModule
 
 
 def decoder_layers(model: nn.Module) -> nn.ModuleList:
@@ -146,7 +147,7 @@ class RepresentationMisdirection(UnlearningModule):
 
         handle = layer.register_forward_hook(hook)
         try:
-            inputs = {k: batch[k] for k in _MODEL_INPUTS if k in batch}
+            inputs = model_inputs(batch)
             # only the hidden states matter: skip the full-vocabulary logits
             model(**inputs, use_cache=False, logits_to_keep=1)
         finally:

@@ -44,8 +44,8 @@ from ..losses import (
     token_nll,
     whp_generic_logits,
 )
-from ..models import freeze, load_causal_lm, load_tokenizer
-from .base import _MODEL_INPUTS, UnlearningModule
+from ..models import freeze, load_causal_lm, load_tokenizer, model_inputs
+from .base import UnlearningModule
 
 log = logging.getLogger(__name__)
 
@@ -226,7 +226,7 @@ class WhosHarryPotter(UnlearningModule):
             while steps < self.reinforce_steps:
                 before = steps
                 for batch in batches:
-                    inputs = {k: batch[k].to(self.device) for k in _MODEL_INPUTS if k in batch}
+                    inputs = {k: v.to(self.device) for k, v in model_inputs(batch).items()}
                     logits = model(**inputs, use_cache=False).logits
                     loss = token_nll(logits, batch["labels"].to(self.device))
                     loss.backward()
@@ -282,7 +282,7 @@ class WhosHarryPotter(UnlearningModule):
                 "WhosHarryPotter has no reinforced model yet: pass reinforced_model=<path>, train "
                 "with Trainer.fit (it reinforces at the start) or call module.reinforce(batches)"
             )
-        inputs = {k: batch[k] for k in _MODEL_INPUTS if k in batch}
+        inputs = model_inputs(batch)
         return self.reinforced(**inputs, use_cache=False).logits
 
     @torch.no_grad()
