@@ -172,8 +172,7 @@ class DemoTask:
 
     @classmethod
     def build(cls, settings, *, base_model: str | os.PathLike | None = None) -> DemoTask:
-        from lightning_unlearn.data.demo import build_demo_corpus
-        from lightning_unlearn.demo import continue_pretraining
+        from lightning_unlearn.demo import continue_pretraining, demo_corpus
         from lightning_unlearn.models import convert_gguf_to_checkpoint, smollm2_gguf_path
 
         s = settings
@@ -182,11 +181,7 @@ class DemoTask:
             base = convert_gguf_to_checkpoint(smollm2_gguf_path(), cache / "smollm2-135m-instruct")
         else:
             base = Path(base_model)
-        corpus = build_demo_corpus(
-            cache / "demo-corpus", seed=s.seed, forget_documents=s.forget_documents,
-            approximate_documents=s.approximate_documents, retain_documents=s.retain_documents,
-            general_documents=s.general_documents, min_chars=s.min_chars, max_chars=s.max_chars,
-        )
+        corpus = demo_corpus(base, s)
         # the demo's own output folders: its settings stamp decides whether they are reused
         seen = continue_pretraining(base, corpus, s, train="pretrain", out=cache / "demo-continued")
         exact = continue_pretraining(base, corpus, s, train="pretrain_without_forget",

@@ -140,8 +140,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from lightning_unlearn.data import UnlearningDataModule
-    from lightning_unlearn.data.demo import build_demo_corpus
-    from lightning_unlearn.demo import DemoSettings, _quiet
+    from lightning_unlearn.demo import DemoSettings, _quiet, demo_corpus
     from lightning_unlearn.models import (
         convert_gguf_to_checkpoint,
         load_causal_lm,
@@ -161,10 +160,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     cache = Path(s.cache_dir)
     model_dir = args.model or str(convert_gguf_to_checkpoint(
         smollm2_gguf_path(), cache / "smollm2-135m-instruct"))
-    corpus = build_demo_corpus(
-        cache / "demo-corpus", seed=s.seed, forget_documents=s.forget_documents,
-        approximate_documents=s.approximate_documents, retain_documents=s.retain_documents,
-        general_documents=s.general_documents, min_chars=s.min_chars, max_chars=s.max_chars)
+    corpus = demo_corpus(Path(model_dir), s)
     data = UnlearningDataModule(
         model_dir, forget=str(corpus / "forget.jsonl"), retain=str(corpus / "retain.jsonl"),
         approximate=str(corpus / "approximate.jsonl"), general=str(corpus / "general.jsonl"),

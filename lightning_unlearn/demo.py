@@ -61,22 +61,22 @@ class DemoSettings:
     output_dir: str = "outputs/demo"
     cache_dir: str = ".cache/lightning_unlearn"
     max_length: int = 256
-    forget_documents: int = 16
-    approximate_documents: int = 16
+    forget_documents: int = 24
+    approximate_documents: int = 24
     retain_documents: int = 16
-    general_documents: int = 8
-    min_chars: int = 400
-    max_chars: int = 700
-    pretrain_epochs: int = 3
-    pretrain_lr: float = 5e-5
+    general_documents: int = 6
+    min_chars: int = 350
+    max_chars: int = 550
+    pretrain_epochs: int = 1
+    pretrain_lr: float = 1e-4
     pretrain_batch_size: int = 8
-    unlearn_lr: float = 5e-5
+    unlearn_lr: float = 7e-5
     unlearn_batch_size: int = 4
     max_unlearn_steps: int = 40
     val_every: int = 1
-    light_eval_documents: int = 6
+    light_eval_documents: int = 3
     target_tolerance: float = 0.05
-    exact_retrain: bool = True
+    exact_retrain: bool = False
     seed: int = 0
     overwrite: bool = True
 
@@ -240,6 +240,71 @@ def continue_pretraining(
     return out
 
 
+def document_losses(model_dir: Path, *, max_length: int, cache: Path | None = None):
+    """A ``difficulty`` scorer for :func:`~lightning_unlearn.data.demo.build_demo_corpus`: the mean
+    token loss of each text (its first ``max_length`` tokens) under the model in ``model_dir``.
+    Scores are cached in ``cache`` by model and texts, so a second run does not load the model."""
+
+    def score(texts: list[str]) -> list[float]:
+        key = _key(str(model_dir), max_length, texts)
+        path = None if cache is None else cache / f"difficulty-{key}.json"
+        if path is not None and path.is_file():
+            return json.loads(path.read_text())
+        from transformers import AutoModelForCausalLM
+
+        from .models import load_tokenizer
+
+        tokenizer = load_tokenizer(str(model_dir))
+        model = AutoModelForCausalLM.from_pretrained(str(model_dir)).eval()
+        from .losses import sequence_nll
+
+        encoded = [tokenizer(t, truncation=True, max_length=max_length)["input_ids"] for t in texts]
+        order = sorted(range(len(texts)), key=lambda i: len(encoded[i]))
+        out = [0.0] * len(texts)
+        with torch.inference_mode():
+            for start in range(0, len(order), 8):  # batches of similar lengths, right-padded
+                rows = order[start : start + 8]
+                width = max(len(encoded[i]) for i in rows)
+                ids = torch.zeros((len(rows), width), dtype=torch.long)
+                labels = torch.full((len(rows), width), -100, dtype=torch.long)
+                mask = torch.zeros((len(rows), width), dtype=torch.long)
+                for j, i in enumerate(rows):
+                    n = len(encoded[i])
+                    ids[j, :n] = labels[j, :n] = torch.as_tensor(encoded[i])
+                    mask[j, :n] = 1
+                logits = model(input_ids=ids, attention_mask=mask).logits
+                per_doc = sequence_nll(logits, labels)
+                for j, i in enumerate(rows):
+                    out[i] = float(per_doc[j])
+        if path is not None:
+            from .io import atomic_write_json
+
+            atomic_write_json(path, out)
+        return out
+
+    return score
+
+
+def demo_corpus(model_dir: Path, s: DemoSettings) -> Path:
+    """Build the demo corpus under ``cache_dir``, forget / approximate matched on the loss of the
+    untouched model in ``model_dir`` (the benchmarks call this too, so they see the same corpus)."""
+    from .data.demo import build_demo_corpus
+
+    cache = Path(s.cache_dir)
+    return build_demo_corpus(
+        cache / "demo-corpus",
+        seed=s.seed,
+        forget_documents=s.forget_documents,
+        approximate_documents=s.approximate_documents,
+        retain_documents=s.retain_documents,
+        general_documents=s.general_documents,
+        min_chars=s.min_chars,
+        max_chars=s.max_chars,
+        difficulty=document_losses(model_dir, max_length=s.max_length, cache=cache / "scores"),
+        difficulty_name=f"mean token loss of {Path(model_dir).name} (untouched)",
+    )
+
+
 def _evaluate(
     model_dir: Path, data, *, cache: Path | None = None, key: str = ""
 ) -> dict[str, float]:
@@ -269,7 +334,6 @@ def run_demo(s: DemoSettings) -> dict[str, Any]:
     from rich.console import Console
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from .data.demo import build_demo_corpus
     from .evaluation import (
         ApproximateRetrainStopping,
         build_report,
@@ -310,17 +374,8 @@ def run_demo(s: DemoSettings) -> dict[str, Any]:
         model_dir = convert_gguf_to_checkpoint(smollm2_gguf_path(), cache / "smollm2-135m-instruct")
         progress.update(phase, completed=1)
 
-        begin(2, "build the demo corpus from the standard library")
-        corpus = build_demo_corpus(
-            cache / "demo-corpus",
-            seed=s.seed,
-            forget_documents=s.forget_documents,
-            approximate_documents=s.approximate_documents,
-            retain_documents=s.retain_documents,
-            general_documents=s.general_documents,
-            min_chars=s.min_chars,
-            max_chars=s.max_chars,
-        )
+        begin(2, "build the demo corpus (forget / approximate matched on the model's loss)")
+        corpus = demo_corpus(model_dir, s)
         progress.update(phase, completed=1)
 
         begin(3, "continue pre-training on forget + retain (the forget set becomes 'seen')")

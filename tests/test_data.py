@@ -111,6 +111,19 @@ def test_eval_loaders_are_named_and_carry_split_and_zlib(tiny_datamodule_kwargs)
     assert len(dm.eval_dataset("general")) == len(TINY_CORPUS["general"])  # short docs: 1 chunk
 
 
+def test_eval_shards_are_read_longest_first():
+    """Length-sorted evaluation batches (little padding); ranks still split the windows evenly."""
+    lengths = [3, 9, 1, 7, 7, 2, 8]
+    data = list(range(len(lengths)))
+    shards = [
+        list(datamodule_mod.EvalShardSampler(data, num_replicas=2, rank=r, lengths=lengths))
+        for r in (0, 1)
+    ]
+    assert shards == [[6, 4, 0, 2], [1, 3, 5]]
+    plain = datamodule_mod.EvalShardSampler(data, num_replicas=2, rank=0)
+    assert list(plain) == [0, 2, 4, 6] and len(plain) == 4
+
+
 # ------------------------------------------------------------------ chunking / packing
 def test_chunking_preserves_tokens_and_stays_inside_documents(tiny_tokenizer):
     texts = TINY_CORPUS["forget"] + TINY_CORPUS["retain"]

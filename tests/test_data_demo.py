@@ -70,3 +70,31 @@ def test_demo_corpus_rejects_impossible_sizes(tmp_path):
             retain_documents=1,
             general_documents=10_000,
         )
+
+
+def test_forget_and_approximate_are_matched_on_difficulty(tmp_path):
+    """Sorted by the caller's score, each consecutive pair puts one document in each split, so the
+    two splits' score distributions interleave rank by rank; the manifest records the score."""
+    calls = []
+
+    def length(texts):
+        calls.append(len(texts))
+        return [float(len(t)) for t in texts]
+
+    sizes = dict(SIZES, forget_documents=5, approximate_documents=5)
+    folder = build_demo_corpus(tmp_path, seed=1, difficulty=length, difficulty_name="length", **sizes)
+    assert calls == [10]  # scored once, over the pooled forget + approximate candidates
+    forget = sorted(len(d["text"]) for d in load(folder, "forget"))
+    approx = sorted(len(d["text"]) for d in load(folder, "approximate"))
+    for i in range(4):
+        assert max(forget[i], approx[i]) <= min(forget[i + 1], approx[i + 1])
+    manifest = json.loads((folder / "manifest.json").read_text())
+    assert manifest["parameters"]["matched_on"] == "length"
+
+    # unequal sizes deal blocks in the sizes' ratio (2:1 here)
+    uneven = dict(SIZES, forget_documents=6, approximate_documents=3)
+    folder = build_demo_corpus(tmp_path / "u", seed=1, difficulty=length, **uneven)
+    assert len(load(folder, "forget")) == 6 and len(load(folder, "approximate")) == 3
+
+    with pytest.raises(ValueError, match="difficulty returned 1 scores for 10 documents"):
+        build_demo_corpus(tmp_path / "bad", difficulty=lambda texts: [0.0], **sizes)

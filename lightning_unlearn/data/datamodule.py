@@ -30,7 +30,7 @@ from __future__ import annotations
 import logging
 import math
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import torch
@@ -62,6 +62,7 @@ class ChunkDataset(Dataset):
         columns = [c for c in ("input_ids", "position_ids") if c in data.column_names]
         if with_eval_columns:
             columns += ["zlib_len", "doc_index"]
+        self._num_tokens = data["num_tokens"] if "num_tokens" in data.column_names else None
         self.data = data.select_columns(columns)
 
     def __len__(self) -> int:
@@ -70,15 +71,36 @@ class ChunkDataset(Dataset):
     def __getitem__(self, index: int) -> dict[str, Any]:
         return self.data[int(index)]
 
+    def lengths(self) -> list[int]:
+        """Tokens per window."""
+        if self._num_tokens is not None:
+            return list(self._num_tokens)
+        return [len(ids) for ids in self.data["input_ids"]]
+
 
 class EvalShardSampler(DistributedSampler):
-    """Strided, disjoint shard of an evaluation split, without padding or shuffling."""
+    """Strided, disjoint shard of an evaluation split, without padding or shuffling.
 
-    def __init__(self, dataset: Dataset, *, num_replicas: int, rank: int) -> None:
+    With ``lengths`` (tokens per window) the shard is visited longest first, so each batch holds
+    windows of similar length and little padding is computed (the metrics do not depend on the
+    order; the longest batch comes first, so an out-of-memory error shows at once)."""
+
+    def __init__(
+        self,
+        dataset: Dataset,
+        *,
+        num_replicas: int,
+        rank: int,
+        lengths: Sequence[int] | None = None,
+    ) -> None:
         super().__init__(dataset, num_replicas=num_replicas, rank=rank, shuffle=False)
+        self.lengths = None if lengths is None else list(lengths)
 
     def __iter__(self) -> Iterator[int]:
-        return iter(range(self.rank, len(self.dataset), self.num_replicas))
+        shard = range(self.rank, len(self.dataset), self.num_replicas)
+        if self.lengths is None:
+            return iter(shard)
+        return iter(sorted(shard, key=lambda i: (-self.lengths[i], i)))
 
     def __len__(self) -> int:
         return len(range(self.rank, len(self.dataset), self.num_replicas))
@@ -552,7 +574,9 @@ class UnlearningDataModule(LightningDataModule):
             loaders[split] = DataLoader(
                 data,
                 batch_size=self.eval_batch_size,
-                sampler=EvalShardSampler(data, num_replicas=world, rank=rank),
+                sampler=EvalShardSampler(
+                    data, num_replicas=world, rank=rank, lengths=data.lengths()
+                ),
                 collate_fn=PadCollator(self.pad_token_id, split=split),
                 num_workers=self.num_workers,
             )

@@ -3,8 +3,15 @@
 No network is needed: the text comes from the standard library installed with Python.
 
 * ``forget``, ``approximate``, ``retain``: Python code, one top-level function or class per
-  document, taken from three *disjoint* sets of standard-library modules (modules sorted by path,
-  then shuffled with ``seed``). Same domain, different documents.
+  document, taken from disjoint sets of standard-library modules (modules sorted by path, then
+  shuffled with ``seed``). Same domain, different documents.
+* ``forget`` and ``approximate`` are drawn from one pool and split *matched on difficulty*: the
+  pool is sorted by a difficulty score (the pre-trained model's mean token loss when the caller
+  passes ``difficulty``, else the zlib compression ratio), cut into consecutive blocks, and each
+  block is dealt at random between the two splits. Without this, 16 random documents per split
+  differ by chance by 20-30% in perplexity already on the untouched model, membership inference
+  "detects" that difference (AUC 0.63 before any training), and the approximate-retrain target
+  sits far from where the forget documents would naturally be, so unlearning must overshoot.
 * ``general``: English prose, the help topics of ``pydoc_data.topics`` (what ``help("topics")``
   shows).
 
@@ -29,9 +36,12 @@ from __future__ import annotations
 import ast
 import hashlib
 import json
+import math
 import random
 import sys
 import sysconfig
+import zlib
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from ..io import atomic_write_json, atomic_write_text
@@ -147,6 +157,38 @@ def _general_documents(
     return candidates[:count]
 
 
+def zlib_ratio(texts: Sequence[str]) -> list[float]:
+    """Compressed / raw size of each text: a model-free difficulty score (lower = more
+    predictable)."""
+    return [len(zlib.compress(t.encode("utf-8"))) / max(1, len(t.encode("utf-8"))) for t in texts]
+
+
+def _deal_matched(
+    docs: list[dict], scores: Sequence[float], counts: tuple[int, int], rng: random.Random
+) -> tuple[list[dict], list[dict]]:
+    """Split ``docs`` into two lists of ``counts`` documents with matched score distributions:
+    sorted by score, cut into blocks of ``sum(counts) / gcd`` documents, each block dealt at random
+    in the ratio of ``counts``."""
+    if len(scores) != len(docs):
+        raise ValueError(f"difficulty returned {len(scores)} scores for {len(docs)} documents")
+    g = math.gcd(*counts)
+    per_block = (counts[0] // g, counts[1] // g)
+    order = sorted(range(len(docs)), key=lambda i: (scores[i], i))
+    first: list[dict] = []
+    second: list[dict] = []
+    size = sum(per_block)
+    for start in range(0, len(order), size):
+        block = order[start : start + size]
+        rng.shuffle(block)
+        first += [docs[i] for i in block[: per_block[0]]]
+        second += [docs[i] for i in block[per_block[0] :]]
+    # in score order the first documents would be the easiest: a partial read (``limit``) of a
+    # split must be a fair sample of it
+    rng.shuffle(first)
+    rng.shuffle(second)
+    return first, second
+
+
 def _jsonl(records: list[dict]) -> str:
     return "".join(json.dumps(r, ensure_ascii=False, sort_keys=True) + "\n" for r in records)
 
@@ -161,6 +203,8 @@ def build_demo_corpus(
     general_documents: int = 32,
     min_chars: int = 800,
     max_chars: int = 2000,
+    difficulty: Callable[[list[str]], Sequence[float]] | None = None,
+    difficulty_name: str | None = None,
 ) -> Path:
     """Write the demo corpus as ``<split>.jsonl`` files plus ``manifest.json`` into ``out_dir``.
 
@@ -179,6 +223,9 @@ def build_demo_corpus(
         min_chars: shortest document, in characters (800 characters of code is roughly 250
             SmolLM2 tokens).
         max_chars: longest document, in characters (2000 is roughly 600 tokens).
+        difficulty: scores a list of texts (lower = easier), used to match ``forget`` and
+            ``approximate`` (see the module docstring); default: :func:`zlib_ratio`.
+        difficulty_name: how ``difficulty`` scores, for the manifest (e.g. the model's name).
 
     Returns:
         ``out_dir`` as a Path.
@@ -197,21 +244,20 @@ def build_demo_corpus(
     rng = random.Random(seed)
     modules = _stdlib_modules()
     rng.shuffle(modules)
-    # disjoint module sets, sized in proportion to the documents each split needs
-    wanted = {
-        "forget": forget_documents,
-        "approximate": approximate_documents,
-        "retain": retain_documents,
-    }
-    total = sum(wanted.values())
+    # disjoint module sets, sized in proportion to the documents each pool needs
+    pooled = forget_documents + approximate_documents
+    cut = len(modules) * pooled // (pooled + retain_documents)
+    pool = _code_documents(
+        modules[:cut], pooled, min_chars=min_chars, max_chars=max_chars, split="forget+approximate"
+    )
     splits: dict[str, list[dict]] = {}
-    start = 0
-    for i, (split, count) in enumerate(wanted.items()):
-        end = len(modules) if i == len(wanted) - 1 else start + len(modules) * count // total
-        splits[split] = _code_documents(
-            modules[start:end], count, min_chars=min_chars, max_chars=max_chars, split=split
-        )
-        start = end
+    splits["retain"] = _code_documents(
+        modules[cut:], retain_documents, min_chars=min_chars, max_chars=max_chars, split="retain"
+    )
+    scores = (difficulty or zlib_ratio)([d["text"] for d in pool])
+    splits["forget"], splits["approximate"] = _deal_matched(
+        pool, list(scores), (forget_documents, approximate_documents), rng
+    )
     splits["general"] = _general_documents(
         general_documents, min_chars=min_chars, max_chars=max_chars, rng=rng
     )
@@ -242,11 +288,13 @@ def build_demo_corpus(
             "general_documents": general_documents,
             "min_chars": min_chars,
             "max_chars": max_chars,
+            "matched_on": difficulty_name or ("zlib ratio" if difficulty is None else "custom"),
         },
         "built_from": (
             "forget/approximate/retain: one top-level function or class per document from "
             "disjoint sets of this Python's standard-library modules (sorted by path, shuffled "
-            "with random.Random(seed), split in proportion to the document counts); general: "
+            "with random.Random(seed), split in proportion to the document counts); forget and "
+            "approximate dealt from one pool in blocks matched on difficulty; general: "
             "pydoc_data.topics help texts; pretrain = forget + retain (shuffled), "
             "pretrain_without_forget = retain"
         ),
