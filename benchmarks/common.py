@@ -61,17 +61,28 @@ def machine() -> dict[str, Any]:
         "torch": torch.__version__,
         "platform": platform.platform(),
         # other processes on the machine skew timings: the 1/5/15-minute load when recorded
-        "load_average": [round(x, 2) for x in os.getloadavg()] if hasattr(os, "getloadavg") else None,
+        "load_average": [round(x, 2) for x in os.getloadavg()]
+        if hasattr(os, "getloadavg")
+        else None,
     }
 
 
 def commit() -> str:
     """The git commit of the working tree (``+dirty`` when tracked files differ)."""
     try:
-        sha = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
-                             text=True, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT,
-                               capture_output=True, text=True).stdout.strip()
+        sha = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+        ).stdout.strip()
         return sha + ("+dirty" if dirty else "")
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
@@ -93,11 +104,13 @@ def provenance() -> dict[str, Any]:
 
 def provenance_line(p: dict[str, Any]) -> str:
     m = p["machine"]
-    return (f"Measured {p['date']} at commit `{p['commit']}` on {m['cpu']} "
-            f"({m['logical_cpus']} logical CPUs, {m['torch_threads']} torch threads, "
-            f"{m['memory_gib']} GiB RAM{', GPU ' + m['gpu'] if m.get('gpu') else ', no GPU'}; "
-            f"load average {m.get('load_average')} when written); "
-            f"torch {m['torch']}, lightning {p['lightning']}, transformers {p['transformers']}.")
+    return (
+        f"Measured {p['date']} at commit `{p['commit']}` on {m['cpu']} "
+        f"({m['logical_cpus']} logical CPUs, {m['torch_threads']} torch threads, "
+        f"{m['memory_gib']} GiB RAM{', GPU ' + m['gpu'] if m.get('gpu') else ', no GPU'}; "
+        f"load average {m.get('load_average')} when written); "
+        f"torch {m['torch']}, lightning {p['lightning']}, transformers {p['transformers']}."
+    )
 
 
 def set_threads(threads: int | None) -> int:
@@ -150,9 +163,16 @@ def smoke_settings(cache_dir: str | os.PathLike):
     from lightning_unlearn.demo import DemoSettings
 
     return DemoSettings(
-        output_dir=str(Path(cache_dir) / "out"), cache_dir=str(cache_dir), max_length=64,
-        forget_documents=4, approximate_documents=4, retain_documents=4, general_documents=4,
-        pretrain_epochs=1, pretrain_batch_size=4, unlearn_batch_size=2,
+        output_dir=str(Path(cache_dir) / "out"),
+        cache_dir=str(cache_dir),
+        max_length=64,
+        forget_documents=4,
+        approximate_documents=4,
+        retain_documents=4,
+        general_documents=4,
+        pretrain_epochs=1,
+        pretrain_batch_size=4,
+        unlearn_batch_size=2,
     )
 
 
@@ -184,12 +204,20 @@ class DemoTask:
         corpus = demo_corpus(base, s)
         # the demo's own output folders: its settings stamp decides whether they are reused
         seen = continue_pretraining(base, corpus, s, train="pretrain", out=cache / "demo-continued")
-        exact = continue_pretraining(base, corpus, s, train="pretrain_without_forget",
-                                     out=cache / "demo-exact-retrain")
+        exact = continue_pretraining(
+            base, corpus, s, train="pretrain_without_forget", out=cache / "demo-exact-retrain"
+        )
         return cls(settings=s, base_dir=Path(base), corpus=corpus, seen_dir=seen, exact_dir=exact)
 
-    def data(self, *, retain: str = "retain", batch_size: int | None = None,
-             eval_batch_size: int = 8, packing: bool = False, model_dir: Path | None = None):
+    def data(
+        self,
+        *,
+        retain: str = "retain",
+        batch_size: int | None = None,
+        eval_batch_size: int = 8,
+        packing: bool = False,
+        model_dir: Path | None = None,
+    ):
         """The data module the demo uses; ``retain="general"`` trains the retain term on the
         general split (the paper's "general" retain data) while still *evaluating* the retain split.
         """

@@ -51,8 +51,14 @@ def one_pass(model, batches: dict[str, list[dict]]) -> dict[str, float]:
 
 
 @torch.no_grad()
-def two_passes(model, batches: dict[str, list[dict]], *, members: str = "forget",
-               non_members: str = "approximate", k: float = 0.2) -> dict[str, float]:
+def two_passes(
+    model,
+    batches: dict[str, list[dict]],
+    *,
+    members: str = "forget",
+    non_members: str = "approximate",
+    k: float = 0.2,
+) -> dict[str, float]:
     """The reference way: an evaluation pass (perplexity of every split), then a separate MIA
     pass over the member and non-member splits (all four scores from that second forward)."""
     from lightning_unlearn.evaluation import mia_scores, roc_auc
@@ -85,8 +91,12 @@ def _target_tokens(batches: dict[str, list[dict]]) -> int:
 
 
 def _positions(batches: dict[str, list[dict]], splits=None) -> int:
-    return sum(int(b["input_ids"].numel()) for s, items in batches.items()
-               if splits is None or s in splits for b in items)
+    return sum(
+        int(b["input_ids"].numel())
+        for s, items in batches.items()
+        if splits is None or s in splits
+        for b in items
+    )
 
 
 def render(r: dict[str, Any]) -> str:
@@ -132,7 +142,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--repeats", type=int, default=1)
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--cache-dir", default=None)
-    p.add_argument("--json", default=str(common.ROOT / "benchmarks" / "results" / "eval_speed.json"))
+    p.add_argument(
+        "--json", default=str(common.ROOT / "benchmarks" / "results" / "eval_speed.json")
+    )
     p.add_argument("--markdown", default=str(common.ROOT / "docs" / "performance.md"))
     return p
 
@@ -158,14 +170,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     else:
         s = DemoSettings(**({"cache_dir": args.cache_dir} if args.cache_dir else {}))
     cache = Path(s.cache_dir)
-    model_dir = args.model or str(convert_gguf_to_checkpoint(
-        smollm2_gguf_path(), cache / "smollm2-135m-instruct"))
+    model_dir = args.model or str(
+        convert_gguf_to_checkpoint(smollm2_gguf_path(), cache / "smollm2-135m-instruct")
+    )
     corpus = demo_corpus(Path(model_dir), s)
     data = UnlearningDataModule(
-        model_dir, forget=str(corpus / "forget.jsonl"), retain=str(corpus / "retain.jsonl"),
-        approximate=str(corpus / "approximate.jsonl"), general=str(corpus / "general.jsonl"),
-        max_length=s.max_length, eval_batch_size=args.eval_batch_size,
-        cache_dir=str(cache / "data"), seed=s.seed)
+        model_dir,
+        forget=str(corpus / "forget.jsonl"),
+        retain=str(corpus / "retain.jsonl"),
+        approximate=str(corpus / "approximate.jsonl"),
+        general=str(corpus / "general.jsonl"),
+        max_length=s.max_length,
+        eval_batch_size=args.eval_batch_size,
+        cache_dir=str(cache / "data"),
+        seed=s.seed,
+    )
     max_batches = max(1, math.ceil(args.chunks / args.eval_batch_size))
     batches = _batches(common.eval_loaders(data), max_batches)
     model = load_causal_lm(model_dir)
@@ -181,25 +200,38 @@ def main(argv: Sequence[str] | None = None) -> int:
         ref_one = one_pass(model, batches)
         best_one = min(best_one, time.perf_counter() - t)
     tokens = _target_tokens(batches)
-    diffs = [abs(ref_one[key] - v) / max(abs(v), 1e-12) for key, v in ref_two.items()
-             if key in ref_one and math.isfinite(v)]
+    diffs = [
+        abs(ref_one[key] - v) / max(abs(v), 1e-12)
+        for key, v in ref_two.items()
+        if key in ref_one and math.isfinite(v)
+    ]
     total_positions = _positions(batches)
     result = {
-        "provenance": common.provenance(), "model": model_dir, "max_length": s.max_length,
-        "chunks_per_split": args.chunks, "eval_batch_size": args.eval_batch_size,
-        "repeats": args.repeats, "target_tokens": tokens,
+        "provenance": common.provenance(),
+        "model": model_dir,
+        "max_length": s.max_length,
+        "chunks_per_split": args.chunks,
+        "eval_batch_size": args.eval_batch_size,
+        "repeats": args.repeats,
+        "target_tokens": tokens,
         "tokens_per_split": {sp: _target_tokens({sp: b}) for sp, b in batches.items()},
-        "one_pass_seconds": best_one, "two_pass_seconds": best_two,
-        "one_pass_tokens_per_s": tokens / best_one, "two_pass_tokens_per_s": tokens / best_two,
+        "one_pass_seconds": best_one,
+        "two_pass_seconds": best_two,
+        "one_pass_tokens_per_s": tokens / best_one,
+        "two_pass_tokens_per_s": tokens / best_two,
         "speedup": best_two / best_one,
         "mia_share": _positions(batches, ("forget", "approximate")) / total_positions,
         "max_relative_difference": max(diffs) if diffs else 0.0,
-        "metrics_one_pass": ref_one, "metrics_two_passes": ref_two,
+        "metrics_one_pass": ref_one,
+        "metrics_two_passes": ref_two,
     }
     common.write_json(args.json, result)
     common.replace_section(args.markdown, "eval_speed", render(result), title="Performance")
-    print(f"one pass {result['one_pass_tokens_per_s']:.1f} tok/s, two passes "
-          f"{result['two_pass_tokens_per_s']:.1f} tok/s: {result['speedup']:.2f}x", flush=True)
+    print(
+        f"one pass {result['one_pass_tokens_per_s']:.1f} tok/s, two passes "
+        f"{result['two_pass_tokens_per_s']:.1f} tok/s: {result['speedup']:.2f}x",
+        flush=True,
+    )
     return 0
 
 

@@ -88,8 +88,11 @@ class Scorer:
             k = min(eval_chunks, n)
             picks = sorted({int(i * n / k) for i in range(k)})
             self.loaders[split] = DataLoader(
-                Subset(full, picks), batch_size=eval_batch_size, shuffle=False,
-                collate_fn=PadCollator(data.pad_token_id, split=split))
+                Subset(full, picks),
+                batch_size=eval_batch_size,
+                shuffle=False,
+                collate_fn=PadCollator(data.pad_token_id, split=split),
+            )
         self.seconds = 0.0
 
     def __call__(self, model, splits: Sequence[str] = SPLITS) -> dict[str, Any]:
@@ -106,8 +109,9 @@ def _reached(ppl: float | None, target: float) -> bool:
     return ppl is None or ppl >= target  # None: diverged (inf / NaN) far past the target
 
 
-def _probe_callback(scorer: Scorer, *, budgets: set[int], check_every: int, target: float,
-                    until_stop: bool = False):
+def _probe_callback(
+    scorer: Scorer, *, budgets: set[int], check_every: int, target: float, until_stop: bool = False
+):
     from lightning.pytorch import Callback
 
     class Probe(Callback):
@@ -149,9 +153,20 @@ def _probe_callback(scorer: Scorer, *, budgets: set[int], check_every: int, targ
     return Probe()
 
 
-def run_one(task, scorer: Scorer, *, name: str, cls_name: str, retain: str | None, kwargs: dict,
-            lr: float, budgets: Sequence[int], check_every: int, target: float,
-            max_steps: int | None = None) -> dict[str, Any]:
+def run_one(
+    task,
+    scorer: Scorer,
+    *,
+    name: str,
+    cls_name: str,
+    retain: str | None,
+    kwargs: dict,
+    lr: float,
+    budgets: Sequence[int],
+    check_every: int,
+    target: float,
+    max_steps: int | None = None,
+) -> dict[str, Any]:
     """One method at one learning rate, scored at every budget; with ``max_steps`` beyond the
     budgets it trains on until the approximate-retrain stop is found (or ``max_steps``)."""
     import lightning as L
@@ -163,13 +178,19 @@ def run_one(task, scorer: Scorer, *, name: str, cls_name: str, retain: str | Non
     L.seed_everything(task.settings.seed, verbose=False)
     data = task.data(retain=retain)
     cls = getattr(lightning_unlearn, cls_name)
-    module = cls(str(task.seen_dir), learning_rate=lr, warmup_ratio=0.0, scheduler="constant",
-                 **kwargs)
+    module = cls(
+        str(task.seen_dir), learning_rate=lr, warmup_ratio=0.0, scheduler="constant", **kwargs
+    )
     until_stop = max_steps is not None and max_steps > max(budgets)
-    probe = _probe_callback(scorer, budgets=set(budgets), check_every=check_every, target=target,
-                            until_stop=until_stop)
-    trainer = _trainer(max_steps=max_steps if until_stop else max(budgets), max_epochs=-1,
-                       limit_val_batches=0, callbacks=[probe])
+    probe = _probe_callback(
+        scorer, budgets=set(budgets), check_every=check_every, target=target, until_stop=until_stop
+    )
+    trainer = _trainer(
+        max_steps=max_steps if until_stop else max(budgets),
+        max_epochs=-1,
+        limit_val_batches=0,
+        callbacks=[probe],
+    )
     started = time.perf_counter()
     diverged = None
     try:
@@ -178,11 +199,18 @@ def run_one(task, scorer: Scorer, *, name: str, cls_name: str, retain: str | Non
         diverged = str(err).split(";")[0]
     steps = int(trainer.global_step)
     return {
-        "method": name, "class": cls_name, "retain_data": retain, "learning_rate": lr,
-        "steps": steps, "diverged": diverged, "wall_seconds": time.perf_counter() - started,
+        "method": name,
+        "class": cls_name,
+        "retain_data": retain,
+        "learning_rate": lr,
+        "steps": steps,
+        "diverged": diverged,
+        "wall_seconds": time.perf_counter() - started,
         "train_seconds": probe.train_seconds,
         "seconds_per_step": probe.train_seconds / steps if steps else None,
-        "records": probe.records, "checks": probe.checks, "stop": probe.stop,
+        "records": probe.records,
+        "checks": probe.checks,
+        "stop": probe.stop,
     }
 
 
@@ -209,23 +237,42 @@ def time_pretraining(task, *, timed_steps: int) -> dict[str, Any]:
 
     L.seed_everything(s.seed, verbose=False)
     out: dict[str, Any] = {"timed_steps": timed_steps}
-    module = ContinuedPretraining(str(task.base_dir), learning_rate=s.pretrain_lr,
-                                  warmup_ratio=0.0, scheduler="constant")
-    data = _data(task.base_dir, task.corpus, s, train="pretrain", batch_size=s.pretrain_batch_size,
-                 retain=False)
-    _trainer(max_steps=1 + timed_steps, limit_val_batches=0, callbacks=[Clock()]).fit(module, datamodule=data)
+    module = ContinuedPretraining(
+        str(task.base_dir), learning_rate=s.pretrain_lr, warmup_ratio=0.0, scheduler="constant"
+    )
+    data = _data(
+        task.base_dir,
+        task.corpus,
+        s,
+        train="pretrain",
+        batch_size=s.pretrain_batch_size,
+        retain=False,
+    )
+    _trainer(max_steps=1 + timed_steps, limit_val_batches=0, callbacks=[Clock()]).fit(
+        module, datamodule=data
+    )
     per_step = sum(times[1:]) / max(1, len(times) - 1)
     per_token = sum(times[1:]) / max(1, sum(tokens[1:]))
     out["seconds_per_step"] = per_step
     for train in ("pretrain", "pretrain_without_forget"):
-        d = _data(task.base_dir, task.corpus, s, train=train, batch_size=s.pretrain_batch_size,
-                  retain=False)
+        d = _data(
+            task.base_dir,
+            task.corpus,
+            s,
+            train=train,
+            batch_size=s.pretrain_batch_size,
+            retain=False,
+        )
         d.setup("fit")
         windows = d.train_dataset("forget")
         steps = math.ceil(len(windows) / s.pretrain_batch_size) * s.pretrain_epochs
         real = sum(windows["num_tokens"]) * s.pretrain_epochs
-        out[train] = {"steps": steps, "tokens": real, "seconds": steps * per_step,
-                      "seconds_by_tokens": real * per_token}
+        out[train] = {
+            "steps": steps,
+            "tokens": real,
+            "seconds": steps * per_step,
+            "seconds_by_tokens": real * per_token,
+        }
     return out
 
 
@@ -271,43 +318,70 @@ def answers(results: dict[str, Any]) -> dict[str, Any]:
     budgets = results["grid"]["budgets"]
     robust = {}
     for m in methods:
-        cells = [r for run in runs if run["method"] == m for r in run["records"]
-                 if r["step"] in budgets]
+        cells = [
+            r for run in runs if run["method"] == m for r in run["records"] if r["step"] in budgets
+        ]
         cells += [{"diverged": True}] * sum(
-            1 for run in runs if run["method"] == m for b in budgets
-            if b not in {r["step"] for r in run["records"]})
+            1
+            for run in runs
+            if run["method"] == m
+            for b in budgets
+            if b not in {r["step"] for r in run["records"]}
+        )
         dists = [c.get("distance_to_exact", {}).get("mean_abs_log", math.inf) for c in cells]
         costs = [c.get("utility_cost", math.inf) for c in cells]
         reached = [c.get("reached_target", True) for c in cells]
         robust[m] = {
-            "cells": len(cells), "reached": sum(reached),
-            "worst_distance": max(dists), "best_distance": min(dists),
-            "spread_distance": max(dists) - min(dists), "worst_utility_cost": max(costs),
+            "cells": len(cells),
+            "reached": sum(reached),
+            "worst_distance": max(dists),
+            "best_distance": min(dists),
+            "spread_distance": max(dists) - min(dists),
+            "worst_utility_cost": max(costs),
         }
     # robust in the paper's sense: no learning rate or step budget of the grid destroys utility
-    order = sorted(methods, key=lambda m: (robust[m]["worst_utility_cost"], robust[m]["worst_distance"]))
+    order = sorted(
+        methods, key=lambda m: (robust[m]["worst_utility_cost"], robust[m]["worst_distance"])
+    )
     stops = [(run["method"], run["learning_rate"], run["stop"]) for run in runs if run["stop"]]
     stop_d = [s["distance_to_exact"]["mean_abs_log"] for _, _, s in stops]
-    end_d = [r["distance_to_exact"]["mean_abs_log"] for run in runs for r in run["records"]
-             if r["step"] == max(budgets)]
+    end_d = [
+        r["distance_to_exact"]["mean_abs_log"]
+        for run in runs
+        for r in run["records"]
+        if r["step"] == max(budgets)
+    ]
     closer = sum(1 for d in stop_d if d < seen_d)
     best = {}
     for m, lr, s in stops:
         if m not in best or s["utility_cost"] < best[m]["utility_cost"]:
-            best[m] = {"learning_rate": lr, "step": s["step"], "utility_cost": s["utility_cost"],
-                       "distance": s["distance_to_exact"]["mean_abs_log"],
-                       "mia_loss_auc": s["mia_auc"]["loss"]}
+            best[m] = {
+                "learning_rate": lr,
+                "step": s["step"],
+                "utility_cost": s["utility_cost"],
+                "distance": s["distance_to_exact"]["mean_abs_log"],
+                "mia_loss_auc": s["mia_auc"]["loss"],
+            }
     tradeoff = sorted(best, key=lambda m: best[m]["utility_cost"])
     return {
-        "a_robustness": {"by_method": robust, "ranking": order,
-                         "most_robust": order[0] if order else None},
-        "b_stop_vs_exact": {
-            "seen_distance": seen_d, "stops": len(stops), "runs": len(runs),
-            "stops_closer_than_seen": closer,
-            "median_stop_distance": _median(stop_d), "median_end_distance": _median(end_d),
+        "a_robustness": {
+            "by_method": robust,
+            "ranking": order,
+            "most_robust": order[0] if order else None,
         },
-        "c_tradeoff": {"best_stop_per_method": best, "ranking": tradeoff,
-                       "best": tradeoff[0] if tradeoff else None},
+        "b_stop_vs_exact": {
+            "seen_distance": seen_d,
+            "stops": len(stops),
+            "runs": len(runs),
+            "stops_closer_than_seen": closer,
+            "median_stop_distance": _median(stop_d),
+            "median_end_distance": _median(end_d),
+        },
+        "c_tradeoff": {
+            "best_stop_per_method": best,
+            "ranking": tradeoff,
+            "best": tradeoff[0] if tradeoff else None,
+        },
     }
 
 
@@ -327,16 +401,32 @@ def time_to_forget(results: dict[str, Any]) -> list[dict[str, Any]]:
         if not (run.get("epoch_run") or (run["method"] in TTF_METHODS and has_epoch)):
             continue
         epoch = next((r for r in run["records"] if r["step"] == run["epoch_steps"]), None)
-        for label, point in (("approximate-retrain stop", run["stop"]), ("one epoch (paper)", epoch)):
+        for label, point in (
+            ("approximate-retrain stop", run["stop"]),
+            ("one epoch (paper)", epoch),
+        ):
             if point is None:
-                rows.append({"method": run["method"], "learning_rate": run["learning_rate"],
-                             "schedule": label, "reached": False})
+                rows.append(
+                    {
+                        "method": run["method"],
+                        "learning_rate": run["learning_rate"],
+                        "schedule": label,
+                        "reached": False,
+                    }
+                )
                 continue
-            row = {"method": run["method"], "learning_rate": run["learning_rate"],
-                   "schedule": label, "reached": True, "step": point["step"],
-                   "train_seconds": point["train_seconds"], "tokens": point["tokens"],
-                   "ppl": point["ppl"], "utility_cost": point["utility_cost"],
-                   "distance": point["distance_to_exact"]["mean_abs_log"]}
+            row = {
+                "method": run["method"],
+                "learning_rate": run["learning_rate"],
+                "schedule": label,
+                "reached": True,
+                "step": point["step"],
+                "train_seconds": point["train_seconds"],
+                "tokens": point["tokens"],
+                "ppl": point["ppl"],
+                "utility_cost": point["utility_cost"],
+                "distance": point["distance_to_exact"]["mean_abs_log"],
+            }
             for key in ("pretrain", "pretrain_without_forget"):
                 if key in pre:
                     row[f"fraction_of_{key}"] = point["train_seconds"] / pre[key]["seconds"]
@@ -365,8 +455,14 @@ def plot(results: dict[str, Any], folder: Path) -> dict[str, str]:
             xy = [(0, results["seen"]["ppl"]["forget"])]
             xy += [(c["step"], c["forget_ppl"]) for c in run["checks"] if c["forget_ppl"]]
             ls = styles[lrs.index(run["learning_rate"]) % len(styles)]
-            ax.plot(*zip(*xy), ls, color=colors[m], marker="o", markersize=2.5,
-                    label=f"{m}, lr {run['learning_rate']:g}")
+            ax.plot(
+                *zip(*xy),
+                ls,
+                color=colors[m],
+                marker="o",
+                markersize=2.5,
+                label=f"{m}, lr {run['learning_rate']:g}",
+            )
     ax.axhline(target, color="black", ls="--", lw=1, label="target (approximate)")
     if exact["forget"]:
         ax.axhline(exact["forget"], color="grey", ls=":", lw=1, label="exact retrain")
@@ -387,16 +483,30 @@ def plot(results: dict[str, Any], folder: Path) -> dict[str, str]:
         for r in run["records"]:
             f, ret = r["ppl"]["forget"], r["ppl"]["retain"]
             if f and ret:
-                ax.scatter(f, ret, color=colors[run["method"]], marker=markers.get(r["step"], "o"),
-                           s=22)
+                ax.scatter(
+                    f, ret, color=colors[run["method"]], marker=markers.get(r["step"], "o"), s=22
+                )
     for m in methods:
         ax.scatter([], [], color=colors[m], label=m)
     for b, mk in markers.items():
         ax.scatter([], [], color="grey", marker=mk, label=f"{b} steps")
-    ax.scatter(results["seen"]["ppl"]["forget"], results["seen"]["ppl"]["retain"], marker="P",
-               color="black", s=60, label="seen (before)")
-    ax.scatter(exact["forget"], exact["retain"], marker="*", color="gold", edgecolor="black",
-               s=120, label="exact retrain")
+    ax.scatter(
+        results["seen"]["ppl"]["forget"],
+        results["seen"]["ppl"]["retain"],
+        marker="P",
+        color="black",
+        s=60,
+        label="seen (before)",
+    )
+    ax.scatter(
+        exact["forget"],
+        exact["retain"],
+        marker="*",
+        color="gold",
+        edgecolor="black",
+        s=120,
+        label="exact retrain",
+    )
     ax.axvline(target, color="black", ls="--", lw=1)
     ax.set_xscale("log")
     ax.set_yscale("log")
@@ -417,10 +527,14 @@ def _pct(x: float | None) -> str:
 
 def _row(p: dict[str, Any]) -> str:
     ppl, auc, d = p["ppl"], p["mia_auc"], p["distance_to_exact"]
-    return (" | ".join(common.fmt(ppl[s]) for s in SPLITS) + " | "
-            + " | ".join(common.fmt(auc[m]) for m in ("loss", "min_k_plus_plus")) + " | "
-            + " / ".join(_pct(d["relative"][s]) for s in DIST_SPLITS)
-            + f" | {common.fmt(d['mean_abs_log'], 3)}")
+    return (
+        " | ".join(common.fmt(ppl[s]) for s in SPLITS)
+        + " | "
+        + " | ".join(common.fmt(auc[m]) for m in ("loss", "min_k_plus_plus"))
+        + " | "
+        + " / ".join(_pct(d["relative"][s]) for s in DIST_SPLITS)
+        + f" | {common.fmt(d['mean_abs_log'], 3)}"
+    )
 
 
 def render(results: dict[str, Any]) -> str:
@@ -428,17 +542,26 @@ def render(results: dict[str, Any]) -> str:
     s = results["settings"]
     a = results["answers"]
     target = results["target_ppl"]
-    head = ("forget | approx. | retain | general | MIA AUC loss | MIA AUC Min-K%++ | "
-            "Δ to exact F / A / R | dist")
+    head = (
+        "forget | approx. | retain | general | MIA AUC loss | MIA AUC Min-K%++ | "
+        "Δ to exact F / A / R | dist"
+    )
     lines = [
         "# Results: unlearning quality on the demo task",
         "",
         "Generated by `python benchmarks/quality.py` (see `benchmarks/README.md`). "
         + common.provenance_line(p),
         "",
-        *([f"**Partial results**: the run stopped after {len(results['runs'])} of "
-           f"{len(results['methods']) * len(g['lrs'])} planned runs; methods missing below were "
-           "not measured.", ""] if not results.get("complete", True) else []),
+        *(
+            [
+                f"**Partial results**: the run stopped after {len(results['runs'])} of "
+                f"{len(results['methods']) * len(g['lrs'])} planned runs; methods missing below were "
+                "not measured.",
+                "",
+            ]
+            if not results.get("complete", True)
+            else []
+        ),
         f"**Task.** SmolLM2-135M-Instruct after continued pre-training on the demo corpus "
         f"(forget + retain standard-library code, {s['pretrain_epochs']} epochs, lr "
         f"{s['pretrain_lr']:g}) is the model to unlearn (*seen*). The *exact-retrain* model is the "
@@ -485,45 +608,78 @@ def render(results: dict[str, Any]) -> str:
     rob = a["a_robustness"]["by_method"]
     for m in a["a_robustness"]["ranking"]:
         r = rob[m]
-        lines.append(f"| {m} | {r['reached']}/{r['cells']} | {common.fmt(r['worst_distance'], 3)} | "
-                     f"{common.fmt(r['best_distance'], 3)} | {common.fmt(r['spread_distance'], 3)} | "
-                     f"{common.fmt(r['worst_utility_cost'], 3)} |")
-    lines += ["", _answer_a(results), "", "## (b) Does stopping at the target land near exact retrain?", "",
-              f"| method | lr | stop step | train s | {head} |",
-              "|---|---|---|---|" + "---|" * 8]
+        lines.append(
+            f"| {m} | {r['reached']}/{r['cells']} | {common.fmt(r['worst_distance'], 3)} | "
+            f"{common.fmt(r['best_distance'], 3)} | {common.fmt(r['spread_distance'], 3)} | "
+            f"{common.fmt(r['worst_utility_cost'], 3)} |"
+        )
+    lines += [
+        "",
+        _answer_a(results),
+        "",
+        "## (b) Does stopping at the target land near exact retrain?",
+        "",
+        f"| method | lr | stop step | train s | {head} |",
+        "|---|---|---|---|" + "---|" * 8,
+    ]
     for run in results["runs"]:
         st = run["stop"]
         if st:
-            lines.append(f"| {run['method']} | {run['learning_rate']:g} | {st['step']} | "
-                         f"{st['train_seconds']:.0f} | {_row(st)} |")
+            lines.append(
+                f"| {run['method']} | {run['learning_rate']:g} | {st['step']} | "
+                f"{st['train_seconds']:.0f} | {_row(st)} |"
+            )
         else:
-            lines.append(f"| {run['method']} | {run['learning_rate']:g} | not reached in "
-                         f"{run['steps']} | — |" + " — |" * 8)
-    lines += ["", _answer_b(results), "", "## (c) Forget / utility trade-off", "",
-              "Best stop point of each method (lowest utility cost among its learning rates):", "",
-              "| method | lr | stop step | utility cost | dist to exact | MIA AUC (loss) |",
-              "|---|---|---|---|---|---|"]
+            lines.append(
+                f"| {run['method']} | {run['learning_rate']:g} | not reached in "
+                f"{run['steps']} | — |" + " — |" * 8
+            )
+    lines += [
+        "",
+        _answer_b(results),
+        "",
+        "## (c) Forget / utility trade-off",
+        "",
+        "Best stop point of each method (lowest utility cost among its learning rates):",
+        "",
+        "| method | lr | stop step | utility cost | dist to exact | MIA AUC (loss) |",
+        "|---|---|---|---|---|---|",
+    ]
     best = a["c_tradeoff"]["best_stop_per_method"]
     for m in a["c_tradeoff"]["ranking"]:
         b = best[m]
-        lines.append(f"| {m} | {b['learning_rate']:g} | {b['step']} | {common.fmt(b['utility_cost'], 3)} | "
-                     f"{common.fmt(b['distance'], 3)} | {common.fmt(b['mia_loss_auc'])} |")
+        lines.append(
+            f"| {m} | {b['learning_rate']:g} | {b['step']} | {common.fmt(b['utility_cost'], 3)} | "
+            f"{common.fmt(b['distance'], 3)} | {common.fmt(b['mia_loss_auc'])} |"
+        )
     lines += ["", _answer_c(results), ""]
     if results.get("commentary"):
         lines += ["## Reading the numbers", "", results["commentary"].strip(), ""]
     plots = results.get("plots", {})
     if plots:
-        lines += ["![forget perplexity curves](" + plots["forget_curves"] + ")", "",
-                  "![forget / retain trade-off](" + plots["tradeoff"] + ")", ""]
-    lines += ["## Full grid", "", f"| method | lr | steps | train s | {head} | reached |",
-              "|---|---|---|---|" + "---|" * 8 + "---|"]
+        lines += [
+            "![forget perplexity curves](" + plots["forget_curves"] + ")",
+            "",
+            "![forget / retain trade-off](" + plots["tradeoff"] + ")",
+            "",
+        ]
+    lines += [
+        "## Full grid",
+        "",
+        f"| method | lr | steps | train s | {head} | reached |",
+        "|---|---|---|---|" + "---|" * 8 + "---|",
+    ]
     for run in results["runs"]:
         for r in run["records"]:
-            lines.append(f"| {run['method']} | {run['learning_rate']:g} | {r['step']} | "
-                         f"{r['train_seconds']:.0f} | {_row(r)} | {'yes' if r['reached_target'] else 'no'} |")
+            lines.append(
+                f"| {run['method']} | {run['learning_rate']:g} | {r['step']} | "
+                f"{r['train_seconds']:.0f} | {_row(r)} | {'yes' if r['reached_target'] else 'no'} |"
+            )
         if run["diverged"]:
-            lines.append(f"| {run['method']} | {run['learning_rate']:g} | {run['steps']} | — | "
-                         f"diverged: {run['diverged']} |" + " |" * 8)
+            lines.append(
+                f"| {run['method']} | {run['learning_rate']:g} | {run['steps']} | — | "
+                f"diverged: {run['diverged']} |" + " |" * 8
+            )
     lines += ["", "## Time to forget", "", _ttf_text(results), ""]
     cut = results.get("cut")
     if cut:
@@ -538,26 +694,34 @@ def _answer_a(results):
         return "No runs."
     top = order[0]
     gd = "GA+GD in-dist"
-    text = (f"**Answer (a).** Ranked by worst-case utility cost over the grid (robust: no "
-            f"learning rate or budget tried damages retain and general perplexity), the most "
-            f"robust method here is **{top}** (worst "
-            f"{common.fmt(rob[top]['worst_distance'], 3)}, worst utility cost "
-            f"{common.fmt(rob[top]['worst_utility_cost'], 3)}; target reached in "
-            f"{rob[top]['reached']} of {rob[top]['cells']} cells).")
+    text = (
+        f"**Answer (a).** Ranked by worst-case utility cost over the grid (robust: no "
+        f"learning rate or budget tried damages retain and general perplexity), the most "
+        f"robust method here is **{top}** (worst "
+        f"{common.fmt(rob[top]['worst_distance'], 3)}, worst utility cost "
+        f"{common.fmt(rob[top]['worst_utility_cost'], 3)}; target reached in "
+        f"{rob[top]['reached']} of {rob[top]['cells']} cells)."
+    )
     if gd in rob:
         pos = order.index(gd) + 1
         if top == gd:
-            text += (" This agrees with the paper: GA+GD on in-distribution retain data is the most "
-                     "robust to learning rate and steps.")
+            text += (
+                " This agrees with the paper: GA+GD on in-distribution retain data is the most "
+                "robust to learning rate and steps."
+            )
         else:
-            text += (f" GA+GD on in-distribution retain data ranks {pos} of {len(order)} (worst "
-                     f"{common.fmt(rob[gd]['worst_distance'], 3)}, worst utility cost "
-                     f"{common.fmt(rob[gd]['worst_utility_cost'], 3)}), so the paper's finding "
-                     f"{'holds only in part' if pos <= 3 else 'is not reproduced'} on this task.")
+            text += (
+                f" GA+GD on in-distribution retain data ranks {pos} of {len(order)} (worst "
+                f"{common.fmt(rob[gd]['worst_distance'], 3)}, worst utility cost "
+                f"{common.fmt(rob[gd]['worst_utility_cost'], 3)}), so the paper's finding "
+                f"{'holds only in part' if pos <= 3 else 'is not reproduced'} on this task."
+            )
     ga = rob.get("GA")
     if ga:
-        text += (f" Plain GA for comparison: worst distance {common.fmt(ga['worst_distance'], 3)}, "
-                 f"worst utility cost {common.fmt(ga['worst_utility_cost'], 3)}.")
+        text += (
+            f" Plain GA for comparison: worst distance {common.fmt(ga['worst_distance'], 3)}, "
+            f"worst utility cost {common.fmt(ga['worst_utility_cost'], 3)}."
+        )
     return text
 
 
@@ -565,16 +729,20 @@ def _answer_b(results):
     b = results["answers"]["b_stop_vs_exact"]
     if not b["stops"]:
         return "**Answer (b).** No run reached the target within its budget."
-    return (f"**Answer (b).** {b['stops']} of {b['runs']} runs reached the target. Their median "
-            f"distance to the exact-retrain model at the stop is "
-            f"{common.fmt(b['median_stop_distance'], 3)}, against "
-            f"{common.fmt(b['median_end_distance'], 3)} for all runs at the largest budget and "
-            f"{b['seen_distance']:.3f} for the seen model before unlearning; "
-            f"{b['stops_closer_than_seen']} of {b['stops']} stops are closer to exact retrain than "
-            "the seen model was. "
-            + ("Stopping at the target lands closer to exact retrain than training on does."
-               if (b["median_stop_distance"] or math.inf) < (b["median_end_distance"] or math.inf)
-               else "Stopping at the target does not beat the fixed budgets here."))
+    return (
+        f"**Answer (b).** {b['stops']} of {b['runs']} runs reached the target. Their median "
+        f"distance to the exact-retrain model at the stop is "
+        f"{common.fmt(b['median_stop_distance'], 3)}, against "
+        f"{common.fmt(b['median_end_distance'], 3)} for all runs at the largest budget and "
+        f"{b['seen_distance']:.3f} for the seen model before unlearning; "
+        f"{b['stops_closer_than_seen']} of {b['stops']} stops are closer to exact retrain than "
+        "the seen model was. "
+        + (
+            "Stopping at the target lands closer to exact retrain than training on does."
+            if (b["median_stop_distance"] or math.inf) < (b["median_end_distance"] or math.inf)
+            else "Stopping at the target does not beat the fixed budgets here."
+        )
+    )
 
 
 def _answer_c(results):
@@ -582,11 +750,13 @@ def _answer_c(results):
     if not c["best"]:
         return "**Answer (c).** No method reached the target, so no trade-off can be read."
     b = c["best_stop_per_method"][c["best"]]
-    return (f"**Answer (c).** Among runs that reached the target, **{c['best']}** (lr "
-            f"{b['learning_rate']:g}, stop at step {b['step']}) forgets to the target at the lowest "
-            f"utility cost ({b['utility_cost']:.3f}, i.e. retain/general perplexity "
-            f"{100 * (math.exp(b['utility_cost']) - 1):+.1f}% on average), distance to exact retrain "
-            f"{b['distance']:.3f}, MIA AUC (loss) {common.fmt(b['mia_loss_auc'])}.")
+    return (
+        f"**Answer (c).** Among runs that reached the target, **{c['best']}** (lr "
+        f"{b['learning_rate']:g}, stop at step {b['step']}) forgets to the target at the lowest "
+        f"utility cost ({b['utility_cost']:.3f}, i.e. retain/general perplexity "
+        f"{100 * (math.exp(b['utility_cost']) - 1):+.1f}% on average), distance to exact retrain "
+        f"{b['distance']:.3f}, MIA AUC (loss) {common.fmt(b['mia_loss_auc'])}."
+    )
 
 
 def _ttf_text(results):
@@ -603,19 +773,24 @@ def _ttf_text(results):
             f"{pre['pretrain']['seconds']:.0f} s; exact retrain on D \\ u "
             f"{pre['pretrain_without_forget']['steps']} steps ≈ "
             f"{pre['pretrain_without_forget']['seconds']:.0f} s. The Kaggle unlearning challenge "
-            "allowed 20% of retraining time.")
+            "allowed 20% of retraining time."
+        )
         lines.append("")
-    lines += ["Percentages are of the continued pre-training's time (D) and of the exact retrain's "
-              "(D \\ u); in brackets, of their tokens (each token one forward and backward pass, "
-              "so a ratio that timing noise from other processes on the machine does not touch).",
-              "",
-              "| method | lr | schedule | steps | train s | tokens | % of continued pre-training | "
-              "% of exact retrain | forget ppl | retain ppl | general ppl | utility cost | dist |",
-              "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    lines += [
+        "Percentages are of the continued pre-training's time (D) and of the exact retrain's "
+        "(D \\ u); in brackets, of their tokens (each token one forward and backward pass, "
+        "so a ratio that timing noise from other processes on the machine does not touch).",
+        "",
+        "| method | lr | schedule | steps | train s | tokens | % of continued pre-training | "
+        "% of exact retrain | forget ppl | retain ppl | general ppl | utility cost | dist |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
     for r in rows:
         if not r["reached"]:
-            lines.append(f"| {r['method']} | {r['learning_rate']:g} | {r['schedule']} | not reached |"
-                         + " — |" * 9)
+            lines.append(
+                f"| {r['method']} | {r['learning_rate']:g} | {r['schedule']} | not reached |"
+                + " — |" * 9
+            )
             continue
         ppl = r["ppl"]
         lines.append(
@@ -625,7 +800,8 @@ def _ttf_text(results):
             f"{_frac(r.get('fraction_of_pretrain_without_forget'))} "
             f"({_frac(_tok(r, pre, 'pretrain_without_forget'))}) | "
             f"{common.fmt(ppl['forget'])} | {common.fmt(ppl['retain'])} | {common.fmt(ppl['general'])} | "
-            f"{common.fmt(r['utility_cost'], 3)} | {common.fmt(r['distance'], 3)} |")
+            f"{common.fmt(r['utility_cost'], 3)} | {common.fmt(r['distance'], 3)} |"
+        )
     return "\n".join(lines)
 
 
@@ -657,23 +833,48 @@ def _finish(results: dict[str, Any], started: float, json_path: Path, md_path: P
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--model", default=None,
-                   help="base model folder (default: SmolLM2-135M-Instruct converted from GGUF)")
+    p.add_argument(
+        "--model",
+        default=None,
+        help="base model folder (default: SmolLM2-135M-Instruct converted from GGUF)",
+    )
     p.add_argument("--smoke", action="store_true", help="tiny settings for a test (needs --model)")
-    p.add_argument("--methods", nargs="+", default=None,
-                   help=f"subset of {[m[0] for m in METHODS]} (default: all seven)")
-    p.add_argument("--lrs", nargs="+", type=float, default=None,
-                   help="learning rates (default: the demo's and 3x it)")
-    p.add_argument("--budgets", nargs="+", type=int, default=None,
-                   help="step budgets (default: half an epoch and one epoch over the forget set)")
+    p.add_argument(
+        "--methods",
+        nargs="+",
+        default=None,
+        help=f"subset of {[m[0] for m in METHODS]} (default: all seven)",
+    )
+    p.add_argument(
+        "--lrs",
+        nargs="+",
+        type=float,
+        default=None,
+        help="learning rates (default: the demo's and 3x it)",
+    )
+    p.add_argument(
+        "--budgets",
+        nargs="+",
+        type=int,
+        default=None,
+        help="step budgets (default: half an epoch and one epoch over the forget set)",
+    )
     p.add_argument("--check-every", type=int, default=1, help="steps between forget-ppl checks")
-    p.add_argument("--ttf-max-steps", type=int, default=None,
-                   help="the time-to-forget runs go on until the stop, at most this many steps "
-                   "(default: 3 epochs)")
+    p.add_argument(
+        "--ttf-max-steps",
+        type=int,
+        default=None,
+        help="the time-to-forget runs go on until the stop, at most this many steps "
+        "(default: 3 epochs)",
+    )
     p.add_argument("--eval-chunks", type=int, default=8, help="evaluation windows per split")
     p.add_argument("--eval-batch-size", type=int, default=2)
-    p.add_argument("--ttf-lr", type=float, default=None,
-                   help="learning rate of the one-epoch GA / GA+GD runs (default: first --lrs)")
+    p.add_argument(
+        "--ttf-lr",
+        type=float,
+        default=None,
+        help="learning rate of the one-epoch GA / GA+GD runs (default: first --lrs)",
+    )
     p.add_argument("--no-ttf", action="store_true", help="skip the one-epoch time-to-forget runs")
     p.add_argument("--pretrain-timed-steps", type=int, default=2)
     p.add_argument("--threads", type=int, default=None)
@@ -682,10 +883,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--markdown", default=str(common.ROOT / "docs" / "results.md"))
     p.add_argument("--cut", default="", help="a note on what was cut to fit the time budget")
     p.add_argument("--render-only", action="store_true", help="re-render --markdown from --json")
-    p.add_argument("--commentary", default=None,
-                   help="with --render-only: a markdown file of hand-written reading of the results")
-    p.add_argument("--resume", action="store_true",
-                   help="reuse the reference scores and the finished runs in --json")
+    p.add_argument(
+        "--commentary",
+        default=None,
+        help="with --render-only: a markdown file of hand-written reading of the results",
+    )
+    p.add_argument(
+        "--resume",
+        action="store_true",
+        help="reuse the reference scores and the finished runs in --json",
+    )
     return p
 
 
@@ -723,8 +930,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         check_every = args.check_every
     unknown = set(methods) - {m[0] for m in METHODS}
     if unknown:
-        raise SystemExit(f"unknown methods {sorted(unknown)}; choose from {[m[0] for m in METHODS]}")
-    lrs = args.lrs or ([1e-3, 1e-2] if args.smoke else [settings.unlearn_lr, 3 * settings.unlearn_lr])
+        raise SystemExit(
+            f"unknown methods {sorted(unknown)}; choose from {[m[0] for m in METHODS]}"
+        )
+    lrs = args.lrs or (
+        [1e-3, 1e-2] if args.smoke else [settings.unlearn_lr, 3 * settings.unlearn_lr]
+    )
     ttf_lr = args.ttf_lr or lrs[0]
     started = time.perf_counter()
 
@@ -756,14 +967,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     results: dict[str, Any] = {
         "provenance": common.provenance(),
         "settings": dataclasses.asdict(settings),
-        "model": str(task.seen_dir), "exact_model": str(task.exact_dir),
+        "model": str(task.seen_dir),
+        "exact_model": str(task.exact_dir),
         "methods": methods,
-        "grid": {"lrs": lrs, "budgets": budgets, "check_every": check_every,
-                 "eval_chunks": args.eval_chunks, "eval_batch_size": args.eval_batch_size,
-                 "epoch_steps": epoch_steps, "ttf_lr": ttf_lr},
-        "target_ppl": target, "seen": seen, "exact_retrain": exact,
-        "pretraining": pretraining, "runs": [],
-        "cut": args.cut, "complete": False,
+        "grid": {
+            "lrs": lrs,
+            "budgets": budgets,
+            "check_every": check_every,
+            "eval_chunks": args.eval_chunks,
+            "eval_batch_size": args.eval_batch_size,
+            "epoch_steps": epoch_steps,
+            "ttf_lr": ttf_lr,
+        },
+        "target_ppl": target,
+        "seen": seen,
+        "exact_retrain": exact,
+        "pretraining": pretraining,
+        "runs": [],
+        "cut": args.cut,
+        "complete": False,
     }
     done = {(r["method"], r["learning_rate"]): r for r in (previous or {}).get("runs", [])}
     table = {m[0]: m for m in METHODS}
@@ -776,15 +998,28 @@ def main(argv: Sequence[str] | None = None) -> int:
             epoch_run = (not args.no_ttf) and name in TTF_METHODS and lr == ttf_lr
             run_budgets = sorted(set(budgets) | ({epoch_steps} if epoch_run else set()))
             t = time.perf_counter()
-            run = run_one(task, scorer, name=name, cls_name=cls_name, retain=retain,
-                          kwargs=kwargs, lr=lr, budgets=run_budgets, check_every=check_every,
-                          target=target, max_steps=ttf_max if epoch_run else None)
+            run = run_one(
+                task,
+                scorer,
+                name=name,
+                cls_name=cls_name,
+                retain=retain,
+                kwargs=kwargs,
+                lr=lr,
+                budgets=run_budgets,
+                check_every=check_every,
+                target=target,
+                max_steps=ttf_max if epoch_run else None,
+            )
             run["epoch_run"], run["epoch_steps"] = epoch_run, epoch_steps
             results["runs"].append(run)
             stop = run["stop"]["step"] if run["stop"] else None
-            print(f"{name:14s} lr {lr:g}: {run['steps']} steps, {run['seconds_per_step'] or 0:.2f} "
-                  f"s/step, stop {stop}, wall {time.perf_counter() - t:.0f} s, total "
-                  f"{time.perf_counter() - started:.0f} s", flush=True)
+            print(
+                f"{name:14s} lr {lr:g}: {run['steps']} steps, {run['seconds_per_step'] or 0:.2f} "
+                f"s/step, stop {stop}, wall {time.perf_counter() - t:.0f} s, total "
+                f"{time.perf_counter() - started:.0f} s",
+                flush=True,
+            )
             _finish(results, started, json_path, md_path)  # partial results survive an interrupt
     if not args.no_ttf and args.pretrain_timed_steps > 0:
         # timed last: the grid's partial results are already written if this is interrupted

@@ -50,8 +50,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common  # noqa: E402
 
 IMPLS = ("lightning_unlearn", "hf_trainer_padded", "torch_loop")
-METHODS = {"GA": ("GradientAscent", None), "GA+GD": ("GradientAscentDescent", "nll"),
-           "GA+KL": ("GradientAscentKL", "kl")}
+METHODS = {
+    "GA": ("GradientAscent", None),
+    "GA+GD": ("GradientAscentDescent", "nll"),
+    "GA+KL": ("GradientAscentKL", "kl"),
+}
 LEARNING_RATE = 1e-5
 
 
@@ -113,17 +116,25 @@ class _Clock:
 
 
 def _ref_positions(batch: dict, retain_term: str | None) -> int:
-    return int(batch["retain"]["input_ids"].numel()) if retain_term == "kl" and "retain" in batch else 0
+    return (
+        int(batch["retain"]["input_ids"].numel())
+        if retain_term == "kl" and "retain" in batch
+        else 0
+    )
 
 
 def _data_module(model_dir: str, corpus: Path, args, retain_term: str | None, cache: Path):
     from lightning_unlearn.data import UnlearningDataModule
 
     return UnlearningDataModule(
-        model_dir, forget=str(corpus / "forget.jsonl"),
+        model_dir,
+        forget=str(corpus / "forget.jsonl"),
         retain=str(corpus / "retain.jsonl") if retain_term else None,
-        max_length=args.max_length, packing=True, batch_size=args.batch_size,
-        cache_dir=str(cache), seed=0,
+        max_length=args.max_length,
+        packing=True,
+        batch_size=args.batch_size,
+        cache_dir=str(cache),
+        seed=0,
     )
 
 
@@ -136,8 +147,12 @@ def run_lightning(args, corpus: Path, cache: Path, clock: _Clock) -> None:
     cls_name, retain_term = METHODS[args.method]
     data = _data_module(args.model, corpus, args, retain_term, cache)
     module = getattr(lightning_unlearn, cls_name)(
-        args.model, learning_rate=LEARNING_RATE, warmup_ratio=0.0, scheduler="constant",
-        lora=LoraSettings() if args.lora else None)
+        args.model,
+        learning_rate=LEARNING_RATE,
+        warmup_ratio=0.0,
+        scheduler="constant",
+        lora=LoraSettings() if args.lora else None,
+    )
 
     class Clock(L.Callback):
         def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
@@ -148,9 +163,17 @@ def run_lightning(args, corpus: Path, cache: Path, clock: _Clock) -> None:
             clock.stop(real, positions, _ref_positions(batch, retain_term))
 
     trainer = L.Trainer(
-        accelerator="cpu", devices=1, max_steps=args.warmup + args.steps, limit_val_batches=0,
-        num_sanity_val_steps=0, logger=False, enable_checkpointing=False,
-        enable_progress_bar=False, enable_model_summary=False, callbacks=[Clock()])
+        accelerator="cpu",
+        devices=1,
+        max_steps=args.warmup + args.steps,
+        limit_val_batches=0,
+        num_sanity_val_steps=0,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        callbacks=[Clock()],
+    )
     trainer.fit(module, datamodule=data)
 
 
@@ -183,8 +206,9 @@ def run_torch_loop(args, corpus: Path, cache: Path, clock: _Clock) -> None:
     model = load_causal_lm(args.model)
     model.train()
     reference = freeze(load_causal_lm(args.model)) if retain_term == "kl" else None
-    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad],
-                                  lr=LEARNING_RATE, weight_decay=0.0)
+    optimizer = torch.optim.AdamW(
+        [p for p in model.parameters() if p.requires_grad], lr=LEARNING_RATE, weight_decay=0.0
+    )
     forget_iter = iter(loaders["forget"])
     retain_iter = iter(loaders["retain"]) if "retain" in loaders else None
     for _ in range(args.warmup + args.steps):
@@ -211,8 +235,9 @@ def run_hf_trainer(args, corpus: Path, cache: Path, clock: _Clock) -> None:
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
 
     def padded(split: str) -> list[torch.Tensor]:
-        cols, _ = chunk_documents(tokenizer, _texts(corpus / f"{split}.jsonl"),
-                                  max_length=args.max_length)
+        cols, _ = chunk_documents(
+            tokenizer, _texts(corpus / f"{split}.jsonl"), max_length=args.max_length
+        )
         out = []
         for ids in cols["input_ids"]:
             row = torch.full((args.max_length,), pad, dtype=torch.long)
@@ -233,7 +258,11 @@ def run_hf_trainer(args, corpus: Path, cache: Path, clock: _Clock) -> None:
         ids = torch.stack([f[f"{name}_ids"] for f in features])
         lengths = torch.tensor([f[f"{name}_len"] for f in features])
         mask = (torch.arange(ids.size(1)).unsqueeze(0) < lengths.unsqueeze(1)).long()
-        return {"input_ids": ids, "attention_mask": mask, "labels": ids.masked_fill(mask == 0, -100)}
+        return {
+            "input_ids": ids,
+            "attention_mask": mask,
+            "labels": ids.masked_fill(mask == 0, -100),
+        }
 
     def collate(features):
         batch = {"forget": part(features, "forget")}
@@ -261,13 +290,26 @@ def run_hf_trainer(args, corpus: Path, cache: Path, clock: _Clock) -> None:
             clock.stop(real, positions, _ref_positions(batch, retain_term))
 
     targs = TrainingArguments(
-        output_dir=str(cache / "hf-trainer"), per_device_train_batch_size=args.batch_size,
-        max_steps=args.warmup + args.steps, learning_rate=LEARNING_RATE,
-        lr_scheduler_type="constant", warmup_steps=0, weight_decay=0.0, use_cpu=True,
-        report_to="none", save_strategy="no", logging_strategy="no", eval_strategy="no",
-        remove_unused_columns=False, dataloader_num_workers=0, disable_tqdm=True, seed=0)
-    trainer = UnlearningTrainer(model=model, args=targs, train_dataset=rows,
-                                data_collator=collate, callbacks=[Clock()])
+        output_dir=str(cache / "hf-trainer"),
+        per_device_train_batch_size=args.batch_size,
+        max_steps=args.warmup + args.steps,
+        learning_rate=LEARNING_RATE,
+        lr_scheduler_type="constant",
+        warmup_steps=0,
+        weight_decay=0.0,
+        use_cpu=True,
+        report_to="none",
+        save_strategy="no",
+        logging_strategy="no",
+        eval_strategy="no",
+        remove_unused_columns=False,
+        dataloader_num_workers=0,
+        disable_tqdm=True,
+        seed=0,
+    )
+    trainer = UnlearningTrainer(
+        model=model, args=targs, train_dataset=rows, data_collator=collate, callbacks=[Clock()]
+    )
     from transformers.trainer_callback import PrinterCallback
 
     trainer.remove_callback(PrinterCallback)  # no end-of-training metrics dump on stdout
@@ -299,8 +341,11 @@ def run_row(args) -> dict[str, Any]:
     corpus = Path(args.corpus)
     cache = Path(args.workdir)
     clock = _Clock(args.warmup)
-    runner = {"lightning_unlearn": run_lightning, "hf_trainer_padded": run_hf_trainer,
-              "torch_loop": run_torch_loop}[args.impl]
+    runner = {
+        "lightning_unlearn": run_lightning,
+        "hf_trainer_padded": run_hf_trainer,
+        "torch_loop": run_torch_loop,
+    }[args.impl]
     runner(args, corpus, cache, clock)
     from transformers import AutoConfig
 
@@ -311,15 +356,23 @@ def run_row(args) -> dict[str, Any]:
     train_fpt = common.flops_per_token(n, config, args.max_length, backward=True)
     fwd_fpt = common.flops_per_token(n, config, args.max_length, backward=False)
     flops = (clock.positions - clock.ref_positions) * train_fpt + clock.ref_positions * (
-        train_fpt + fwd_fpt)
+        train_fpt + fwd_fpt
+    )
     # for GA+KL the retain sequences are trained (6N) and also run through the reference (2N)
     return {
-        "impl": args.impl, "method": args.method + (" (LoRA)" if args.lora else ""),
-        "lora": bool(args.lora), "max_length": args.max_length, "batch_size": args.batch_size,
-        "timed_steps": args.steps, "seconds": clock.seconds, "real_tokens": clock.real,
-        "positions": clock.positions, "model_flops": flops,
+        "impl": args.impl,
+        "method": args.method + (" (LoRA)" if args.lora else ""),
+        "lora": bool(args.lora),
+        "max_length": args.max_length,
+        "batch_size": args.batch_size,
+        "timed_steps": args.steps,
+        "seconds": clock.seconds,
+        "real_tokens": clock.real,
+        "positions": clock.positions,
+        "model_flops": flops,
         "seconds_per_step": clock.seconds / max(1, args.steps),
-        "peak_rss_mb": common.peak_rss_mb(), "params": n,
+        "peak_rss_mb": common.peak_rss_mb(),
+        "params": n,
     }
 
 
@@ -340,10 +393,31 @@ def finish_row(row: dict[str, Any], *, waste: float, peak: float) -> dict[str, A
 
 
 def _row_argv(args, impl, method, max_length, batch, steps, warmup, lora, params, out) -> list[str]:
-    argv = ["--worker", "--impl", impl, "--method", method, "--max-length", str(max_length),
-            "--batch-size", str(batch), "--steps", str(steps), "--warmup", str(warmup),
-            "--model", args.model, "--corpus", str(args.corpus), "--workdir", str(args.workdir),
-            "--row-json", str(out), "--params", str(params)]
+    argv = [
+        "--worker",
+        "--impl",
+        impl,
+        "--method",
+        method,
+        "--max-length",
+        str(max_length),
+        "--batch-size",
+        str(batch),
+        "--steps",
+        str(steps),
+        "--warmup",
+        str(warmup),
+        "--model",
+        args.model,
+        "--corpus",
+        str(args.corpus),
+        "--workdir",
+        str(args.workdir),
+        "--row-json",
+        str(out),
+        "--params",
+        str(params),
+    ]
     if args.threads:
         argv += ["--threads", str(args.threads)]
     argv.append("--lora" if lora else "--no-lora")
@@ -396,24 +470,48 @@ def checks(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         hf = by.get(("hf_trainer_padded", method, length))
         if loop:
             ratio = r["tokens_per_s"] / loop["tokens_per_s"]
-            out.append({"check": f"{method} @ {length}: lightning_unlearn / torch_loop tokens/s",
-                        "value": ratio, "target": 0.95, "ok": ratio >= 0.95})
+            out.append(
+                {
+                    "check": f"{method} @ {length}: lightning_unlearn / torch_loop tokens/s",
+                    "value": ratio,
+                    "target": 0.95,
+                    "ok": ratio >= 0.95,
+                }
+            )
         if hf:
             need = 0.95 / (1.0 - hf["padding_waste"])
             ratio = r["tokens_per_s"] / hf["tokens_per_s"]
-            out.append({"check": f"{method} @ {length}: lightning_unlearn / hf_trainer_padded real tokens/s",
-                        "value": ratio, "target": need, "ok": ratio >= need})
-        out.append({"check": f"{method} @ {length}: lightning_unlearn MFU", "value": r["mfu"],
-                    "target": 0.55, "ok": r["mfu"] >= 0.55})
+            out.append(
+                {
+                    "check": f"{method} @ {length}: lightning_unlearn / hf_trainer_padded real tokens/s",
+                    "value": ratio,
+                    "target": need,
+                    "ok": ratio >= need,
+                }
+            )
+        out.append(
+            {
+                "check": f"{method} @ {length}: lightning_unlearn MFU",
+                "value": r["mfu"],
+                "target": 0.55,
+                "ok": r["mfu"] >= 0.55,
+            }
+        )
     for length in sorted({r["max_length"] for r in rows}):
         for suffix, limit in (("", 1.6), (" (LoRA)", 1.15)):
             ga = by.get(("lightning_unlearn", "GA" + suffix, length))
             kl = by.get(("lightning_unlearn", "GA+KL" + suffix, length))
             if ga and kl:
                 ratio = kl["peak_rss_mb"] / ga["peak_rss_mb"]
-                out.append({"check": f"GA+KL{suffix} / GA{suffix} peak RSS @ {length}",
-                            "value": ratio, "target": limit, "ok": ratio <= limit,
-                            "upper_bound": True})
+                out.append(
+                    {
+                        "check": f"GA+KL{suffix} / GA{suffix} peak RSS @ {length}",
+                        "value": ratio,
+                        "target": limit,
+                        "ok": ratio <= limit,
+                        "upper_bound": True,
+                    }
+                )
     return out
 
 
@@ -441,19 +539,31 @@ def render(result: dict[str, Any]) -> str:
         lines.append(
             f"| {r['impl']} | {r['method']} | {r['max_length']} | {r['tokens_per_s']:.1f} | "
             f"{r['positions_per_s']:.1f} | {100 * r['padding_waste']:.1f}% | {100 * r['mfu']:.1f}% | "
-            f"{r['peak_rss_mb']:.0f} | {r['seconds_per_step']:.2f} |")
+            f"{r['peak_rss_mb']:.0f} | {r['seconds_per_step']:.2f} |"
+        )
     waste = result.get("padding_waste_by_length")
     if waste:
-        lines += ["", "Padding waste of per-document chunking (what packing recovers), this corpus: "
-                  + ", ".join(f"{100 * v:.1f}% at {k}" for k, v in waste.items()) + "."]
-    lines += ["", "Targets (ratios within this run):", "", "| check | measured | target | met |",
-              "|---|---|---|---|"]
+        lines += [
+            "",
+            "Padding waste of per-document chunking (what packing recovers), this corpus: "
+            + ", ".join(f"{100 * v:.1f}% at {k}" for k, v in waste.items())
+            + ".",
+        ]
+    lines += [
+        "",
+        "Targets (ratios within this run):",
+        "",
+        "| check | measured | target | met |",
+        "|---|---|---|---|",
+    ]
     for c in result["checks"]:
         op = "≤" if c.get("upper_bound") else "≥"
         pct = "MFU" in c["check"]
         value = f"{100 * c['value']:.1f}%" if pct else f"{c['value']:.3f}"
         target = f"{100 * c['target']:.0f}%" if pct else f"{c['target']:.3f}"
-        lines.append(f"| {c['check']} | {value} | {op} {target} | {'yes' if c['ok'] else '**no**'} |")
+        lines.append(
+            f"| {c['check']} | {value} | {op} {target} | {'yes' if c['ok'] else '**no**'} |"
+        )
     if result.get("notes"):
         lines += ["", result["notes"]]
     return "\n".join(lines)
@@ -466,25 +576,43 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--impls", nargs="+", default=list(IMPLS), choices=IMPLS)
     p.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
     p.add_argument("--lengths", nargs="+", type=int, default=[512, 2048])
-    p.add_argument("--long-methods", nargs="+", default=None, choices=list(METHODS),
-                   help="methods to run at lengths above 512 (default: all)")
+    p.add_argument(
+        "--long-methods",
+        nargs="+",
+        default=None,
+        choices=list(METHODS),
+        help="methods to run at lengths above 512 (default: all)",
+    )
     p.add_argument("--batch-size", type=int, default=1)
     p.add_argument("--steps", type=int, default=2, help="timed steps at 512")
     p.add_argument("--steps-long", type=int, default=1, help="timed steps above 512")
     p.add_argument("--warmup", type=int, default=1)
-    p.add_argument("--lora", action=argparse.BooleanOptionalAction, default=True,
-                   help="also time GA and GA+KL with LoRA (lightning_unlearn, shortest length)")
+    p.add_argument(
+        "--lora",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="also time GA and GA+KL with LoRA (lightning_unlearn, shortest length)",
+    )
     p.add_argument("--documents", type=int, default=24, help="modules per split")
     p.add_argument("--threads", type=int, default=None)
-    p.add_argument("--isolation", choices=("fork", "subprocess", "inline"), default="fork",
-                   help="each row in a forked child of this process (default: its own memory, no "
-                   "second import of torch/lightning), a fresh interpreter, or in this process")
-    p.add_argument("--json", default=str(common.ROOT / "benchmarks" / "results" / "throughput.json"))
+    p.add_argument(
+        "--isolation",
+        choices=("fork", "subprocess", "inline"),
+        default="fork",
+        help="each row in a forked child of this process (default: its own memory, no "
+        "second import of torch/lightning), a fresh interpreter, or in this process",
+    )
+    p.add_argument(
+        "--json", default=str(common.ROOT / "benchmarks" / "results" / "throughput.json")
+    )
     p.add_argument("--markdown", default=str(common.ROOT / "docs" / "performance.md"))
     p.add_argument("--notes", default="", help="text appended under the tables")
     p.add_argument("--workdir", default=None)
-    p.add_argument("--render-only", action="store_true",
-                   help="re-render the markdown section from --json (with --notes if given)")
+    p.add_argument(
+        "--render-only",
+        action="store_true",
+        help="re-render the markdown section from --json (with --notes if given)",
+    )
     # worker-only options
     p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--impl", help=argparse.SUPPRESS)
@@ -524,8 +652,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.isolation, args.lengths, args.documents = "inline", [64], 2
         args.methods, args.steps, args.steps_long, args.lora = ["GA", "GA+KL"], 1, 1, False
     if args.model is None:
-        args.model = str(convert_gguf_to_checkpoint(
-            smollm2_gguf_path(), common.ROOT / ".cache" / "lightning_unlearn" / "smollm2-135m-instruct"))
+        args.model = str(
+            convert_gguf_to_checkpoint(
+                smollm2_gguf_path(),
+                common.ROOT / ".cache" / "lightning_unlearn" / "smollm2-135m-instruct",
+            )
+        )
     tmp = None
     if args.workdir is None:
         tmp = tempfile.TemporaryDirectory(prefix="lu-throughput-")
@@ -535,8 +667,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     started = time.perf_counter()
     size, repeats = (512, 3) if args.smoke else (2048, 5)
     # no torch kernels in this process before the rows: forked children would inherit OpenMP state
-    peak = (common.matmul_peak(size, repeats) if args.isolation == "inline"
-            else _forked(common.matmul_peak, size, repeats))
+    peak = (
+        common.matmul_peak(size, repeats)
+        if args.isolation == "inline"
+        else _forked(common.matmul_peak, size, repeats)
+    )
     print(f"matmul peak {peak / 1e9:.1f} GFLOP/s", flush=True)
     tokenizer = load_tokenizer(args.model)
     texts = _texts(args.corpus / "forget.jsonl") + _texts(args.corpus / "retain.jsonl")
@@ -544,8 +679,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     params = _parameters(args.model)
     # padding waste of per-document chunking at several lengths (tokenizer only: cheap)
-    waste_by_length = {str(n): padding_waste(tokenizer, texts, n)
-                       for n in sorted({512, 1024, 2048, 4096, *args.lengths})}
+    waste_by_length = {
+        str(n): padding_waste(tokenizer, texts, n)
+        for n in sorted({512, 1024, 2048, 4096, *args.lengths})
+    }
     rows = []
     for length in args.lengths:
         waste = padding_waste(tokenizer, texts, length)
@@ -557,26 +694,41 @@ def main(argv: Sequence[str] | None = None) -> int:
         for impl, method, lora in plan:
             steps = args.steps_long if long else args.steps
             out = work / f"row-{impl}-{method}-{length}-{int(lora)}.json"
-            argv = _row_argv(args, impl, method, length, args.batch_size, steps, args.warmup,
-                             lora, params, out)
+            argv = _row_argv(
+                args, impl, method, length, args.batch_size, steps, args.warmup, lora, params, out
+            )
             t = time.perf_counter()
             row = _isolated(args.isolation, argv, out)
             row = finish_row(row, waste=waste, peak=peak)
             rows.append(row)
-            print(f"{impl:18s} {row['method']:14s} {length:5d}: {row['tokens_per_s']:7.1f} tok/s, "
-                  f"MFU {100 * row['mfu']:.1f}%, RSS {row['peak_rss_mb']:.0f} MiB "
-                  f"({time.perf_counter() - t:.0f} s; total {time.perf_counter() - started:.0f} s)",
-                  flush=True)
-    peak_end = (common.matmul_peak(size, repeats) if args.isolation == "inline"
-                else _forked(common.matmul_peak, size, repeats))
+            print(
+                f"{impl:18s} {row['method']:14s} {length:5d}: {row['tokens_per_s']:7.1f} tok/s, "
+                f"MFU {100 * row['mfu']:.1f}%, RSS {row['peak_rss_mb']:.0f} MiB "
+                f"({time.perf_counter() - t:.0f} s; total {time.perf_counter() - started:.0f} s)",
+                flush=True,
+            )
+    peak_end = (
+        common.matmul_peak(size, repeats)
+        if args.isolation == "inline"
+        else _forked(common.matmul_peak, size, repeats)
+    )
     result = {
-        "provenance": common.provenance(), "model": args.model, "params": params,
+        "provenance": common.provenance(),
+        "model": args.model,
+        "params": params,
         "matmul_peak_gflops": max(peak, peak_end) / 1e9,
         "matmul_peak_gflops_start_end": [peak / 1e9, peak_end / 1e9],
-        "matmul_size": size, "matmul_repeats": repeats, "threads": threads,
-        "batch_size": args.batch_size, "warmup": args.warmup, "steps": args.steps,
-        "steps_long": args.steps_long, "documents": args.documents,
-        "total_seconds": time.perf_counter() - started, "rows": rows, "notes": args.notes,
+        "matmul_size": size,
+        "matmul_repeats": repeats,
+        "threads": threads,
+        "batch_size": args.batch_size,
+        "warmup": args.warmup,
+        "steps": args.steps,
+        "steps_long": args.steps_long,
+        "documents": args.documents,
+        "total_seconds": time.perf_counter() - started,
+        "rows": rows,
+        "notes": args.notes,
         "padding_waste_by_length": waste_by_length,
     }
     # MFU against the better of the two peak measurements (start and end of the run)
@@ -584,8 +736,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         row["mfu"] = row["model_flops_per_s"] / (result["matmul_peak_gflops"] * 1e9)
     result["checks"] = checks(rows)
     common.write_json(args.json, result)
-    common.replace_section(args.markdown, "throughput", render(result),
-                           title="Performance")
+    common.replace_section(args.markdown, "throughput", render(result), title="Performance")
     print(f"wrote {args.json} and {args.markdown} ({result['total_seconds']:.0f} s)", flush=True)
     if tmp is not None:
         tmp.cleanup()

@@ -33,8 +33,22 @@ def test_quality_smoke(tiny_model_dir, tmp_path):
     quality = _load("quality")
     out = tmp_path / "results.json"
     md = tmp_path / "results.md"
-    assert quality.main(["--smoke", "--model", str(tiny_model_dir), "--json", str(out),
-                         "--markdown", str(md), "--threads", "1"]) == 0
+    assert (
+        quality.main(
+            [
+                "--smoke",
+                "--model",
+                str(tiny_model_dir),
+                "--json",
+                str(out),
+                "--markdown",
+                str(md),
+                "--threads",
+                "1",
+            ]
+        )
+        == 0
+    )
     result = json.loads(out.read_text())
     assert _positive(result["target_ppl"])
     for ref in ("seen", "exact_retrain"):
@@ -51,7 +65,12 @@ def test_quality_smoke(tiny_model_dir, tmp_path):
     assert set(result["answers"]) == {"a_robustness", "b_stop_vs_exact", "c_tradeoff"}
     assert _positive(result["pretraining"]["pretrain"]["seconds"])
     text = md.read_text()
-    for heading in ("(a) Robustness", "(b) Does stopping", "(c) Forget / utility", "Time to forget"):
+    for heading in (
+        "(a) Robustness",
+        "(b) Does stopping",
+        "(c) Forget / utility",
+        "Time to forget",
+    ):
         assert heading in text
     assert (tmp_path / result["plots"]["tradeoff"]).exists()
     # re-rendering from the JSON alone gives the same document
@@ -65,16 +84,38 @@ def test_throughput_smoke(tiny_model_dir, tmp_path):
     throughput = _load("throughput")
     out = tmp_path / "throughput.json"
     md = tmp_path / "performance.md"
-    assert throughput.main(["--smoke", "--model", str(tiny_model_dir), "--json", str(out),
-                            "--markdown", str(md), "--threads", "1",
-                            "--workdir", str(tmp_path / "work")]) == 0
+    assert (
+        throughput.main(
+            [
+                "--smoke",
+                "--model",
+                str(tiny_model_dir),
+                "--json",
+                str(out),
+                "--markdown",
+                str(md),
+                "--threads",
+                "1",
+                "--workdir",
+                str(tmp_path / "work"),
+            ]
+        )
+        == 0
+    )
     result = json.loads(out.read_text())
     rows = result["rows"]
     impls = {r["impl"] for r in rows}
     assert impls == {"lightning_unlearn", "hf_trainer_padded", "torch_loop"}
     for row in rows:
-        for key in ("impl", "method", "max_length", "tokens_per_s", "peak_rss_mb", "mfu",
-                    "padding_waste"):
+        for key in (
+            "impl",
+            "method",
+            "max_length",
+            "tokens_per_s",
+            "peak_rss_mb",
+            "mfu",
+            "padding_waste",
+        ):
             assert key in row
         assert isinstance(row["impl"], str) and isinstance(row["method"], str)
         assert isinstance(row["max_length"], int)
@@ -92,9 +133,24 @@ def test_eval_speed_smoke(tiny_model_dir, tmp_path):
     eval_speed = _load("eval_speed")
     out = tmp_path / "eval_speed.json"
     md = tmp_path / "performance.md"
-    assert eval_speed.main(["--smoke", "--model", str(tiny_model_dir), "--json", str(out),
-                            "--markdown", str(md), "--threads", "1",
-                            "--cache-dir", str(tmp_path / "cache")]) == 0
+    assert (
+        eval_speed.main(
+            [
+                "--smoke",
+                "--model",
+                str(tiny_model_dir),
+                "--json",
+                str(out),
+                "--markdown",
+                str(md),
+                "--threads",
+                "1",
+                "--cache-dir",
+                str(tmp_path / "cache"),
+            ]
+        )
+        == 0
+    )
     result = json.loads(out.read_text())
     for key in ("one_pass_tokens_per_s", "two_pass_tokens_per_s", "speedup", "target_tokens"):
         assert _positive(result[key])

@@ -80,7 +80,7 @@ def test_config_is_yaml_and_its_command_parses(path, tiny_model_dir, monkeypatch
     monkeypatch.chdir(ROOT)
     code = main([*args, "--print_config"])
     out = capsys.readouterr()
-    assert code == 0, [l for l in out.err.splitlines() if "error" in l.lower()][:5]
+    assert code == 0, [line for line in out.err.splitlines() if "error" in line.lower()][:5]
     printed = yaml.safe_load(out.out)
     assert printed["model"]["class_path"].startswith("lightning_unlearn.")
     assert printed["data"]["class_path"] == "lightning_unlearn.data.UnlearningDataModule"

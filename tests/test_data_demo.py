@@ -82,7 +82,9 @@ def test_forget_and_approximate_are_matched_on_difficulty(tmp_path):
         return [float(len(t)) for t in texts]
 
     sizes = dict(SIZES, forget_documents=5, approximate_documents=5)
-    folder = build_demo_corpus(tmp_path, seed=1, difficulty=length, difficulty_name="length", **sizes)
+    folder = build_demo_corpus(
+        tmp_path, seed=1, difficulty=length, difficulty_name="length", **sizes
+    )
     assert calls == [10]  # scored once, over the pooled forget + approximate candidates
     forget = sorted(len(d["text"]) for d in load(folder, "forget"))
     approx = sorted(len(d["text"]) for d in load(folder, "approximate"))
