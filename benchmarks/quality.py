@@ -6,7 +6,7 @@ pre-training without the forget set is the exact-retrain model. Both come from t
 (``lightning_unlearn.demo``), so nothing is trained twice.
 
 For the paper's seven methods (GA, RL, AS, GA+GD and GA+KL with in-distribution or general retain
-data) and each learning rate, one run trains with a constant learning rate up to the largest step
+data), plus NPO with an NLL retain term, and each learning rate, one run trains with a constant learning rate up to the largest step
 budget. Because the schedule is constant, the model after ``k`` steps of that run *is* the
 ``k``-step run: every budget is scored inside the same run. For each run it records
 
@@ -48,7 +48,7 @@ SPLITS = ("forget", "approximate", "retain", "general")
 DIST_SPLITS = ("forget", "approximate", "retain")
 MIA = ("loss", "zlib", "min_k", "min_k_plus_plus")
 
-#: the paper's seven methods: (name, class name, retain data for training, class kwargs)
+#: the paper's seven methods and NPO: (name, class name, retain data for training, class kwargs)
 METHODS: tuple[tuple[str, str, str | None, dict], ...] = (
     ("GA", "GradientAscent", None, {}),
     ("RL", "RandomLabels", None, {}),
@@ -57,6 +57,8 @@ METHODS: tuple[tuple[str, str, str | None, dict], ...] = (
     ("GA+GD general", "GradientAscentDescent", "general", {}),
     ("GA+KL in-dist", "GradientAscentKL", "retain", {}),
     ("GA+KL general", "GradientAscentKL", "general", {}),
+    # not in the paper: NPO (Zhang et al. 2024) with the NLL retain term, the usual baseline since
+    ("NPO+GD in-dist", "NegativePreferenceOptimization", "retain", {"retain_term": "nll"}),
 )
 TTF_METHODS = ("GA", "GA+GD in-dist")
 
@@ -843,7 +845,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--methods",
         nargs="+",
         default=None,
-        help=f"subset of {[m[0] for m in METHODS]} (default: all seven)",
+        help=f"subset of {[m[0] for m in METHODS]} (default: all)",
     )
     p.add_argument(
         "--lrs",
