@@ -295,21 +295,31 @@ def distance(record: dict[str, Any], exact: dict[str, Any]) -> dict[str, Any]:
     return {"relative": rel, "mean_abs_log": sum(logs) / len(logs)}
 
 
-def utility_cost(record: dict[str, Any], seen: dict[str, Any]) -> float:
-    """Mean log increase of retain and general perplexity over the seen model (0 = no damage)."""
-    parts = [_log_ratio(record["ppl"][s], seen["ppl"][s]) for s in ("retain", "general")]
+def utility_cost(
+    record: dict[str, Any], seen: dict[str, Any], trained_on: str | None = None
+) -> float:
+    """Mean log increase of retain and general perplexity over the seen model (0 = no damage),
+    leaving out the split the method's retain term trains on (``trained_on``): a method that
+    descends on the very documents it is scored on would otherwise look better the more it
+    memorises them."""
+    splits = [s for s in ("retain", "general") if s != trained_on]
+    parts = [_log_ratio(record["ppl"][s], seen["ppl"][s]) for s in splits]
     return math.inf if any(p is None for p in parts) else sum(parts) / len(parts)
 
 
 def annotate(results: dict[str, Any]) -> None:
     """Add reached-target flags, distances and utility costs to every scored point."""
     exact, seen, target = results["exact_retrain"], results["seen"], results["target_ppl"]
-    points = [seen, exact] + [r for run in results["runs"] for r in run["records"]]
-    points += [run["stop"] for run in results["runs"] if run["stop"]]
-    for p in points:
+    points = [(seen, None), (exact, None)]
+    for run in results["runs"]:
+        trained = run.get("retain_data")
+        points += [(r, trained) for r in run["records"]]
+        if run["stop"]:
+            points.append((run["stop"], trained))
+    for p, trained in points:
         p["reached_target"] = _reached(p["ppl"]["forget"], target)
         p["distance_to_exact"] = distance(p, exact)
-        p["utility_cost"] = utility_cost(p, seen)
+        p["utility_cost"] = utility_cost(p, seen, trained)
 
 
 def answers(results: dict[str, Any]) -> dict[str, Any]:
@@ -602,7 +612,9 @@ def render(results: dict[str, Any]) -> str:
         "",
         "Over each method's grid cells (learning rate × budget): how many reached the target, the "
         "worst and best distance to the exact-retrain model, and the worst utility cost (mean "
-        "log-increase of retain and general perplexity over the seen model; 0.10 ≈ +10%).",
+        "log-increase of retain and general perplexity over the seen model, leaving out the split "
+        "the method's retain term trains on: general for the *general* variants, retain for the "
+        "*in-dist* ones; 0.10 ≈ +10%).",
         "",
         "| method | cells reaching target | worst dist | best dist | spread | worst utility cost |",
         "|---|---|---|---|---|---|",
@@ -755,8 +767,9 @@ def _answer_c(results):
     return (
         f"**Answer (c).** Among runs that reached the target, **{c['best']}** (lr "
         f"{b['learning_rate']:g}, stop at step {b['step']}) forgets to the target at the lowest "
-        f"utility cost ({b['utility_cost']:.3f}, i.e. retain/general perplexity "
-        f"{100 * (math.exp(b['utility_cost']) - 1):+.1f}% on average), distance to exact retrain "
+        f"utility cost ({b['utility_cost']:.3f}, i.e. perplexity on the retain/general text it "
+        f"did not train on {100 * (math.exp(b['utility_cost']) - 1):+.1f}% on average), "
+        f"distance to exact retrain "
         f"{b['distance']:.3f}, MIA AUC (loss) {common.fmt(b['mia_loss_auc'])}."
     )
 

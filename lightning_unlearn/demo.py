@@ -468,6 +468,10 @@ def run_demo(s: DemoSettings) -> dict[str, Any]:
                 "total_seconds": time.perf_counter() - started,
                 "settings": dataclasses.asdict(s),
                 "corpus_manifest": str(corpus / "manifest.json"),
+                "history_labels": {
+                    split: f"{split} ({s.light_eval_documents}-document sample)"
+                    for split in ("approximate", "retain")
+                },
             },
         )
         module.export(out / "model", overwrite=True)

@@ -218,7 +218,9 @@ def plot_perplexity(
 ) -> Path:
     """PNG of forget / approximate / retain / general perplexity over steps, target as a line.
 
-    Without a history the plot joins the before (step 0) and after (last step) values.
+    Without a history the plot joins the before (step 0) and after (last step) values. The
+    report's optional ``history_labels`` (split -> legend text) names curves that were scored on
+    part of a split.
     """
     # a bare Figure renders with Agg and leaves pyplot's global backend alone
     from matplotlib.figure import Figure
@@ -230,7 +232,8 @@ def plot_perplexity(
     for split in EVAL_SPLITS:
         xy = [(p["step"], p.get(split)) for p in points if p.get(split) is not None]
         if xy:
-            ax.plot(*zip(*xy), marker="o", markersize=3, label=split)
+            label = (report.get("history_labels") or {}).get(split, split)
+            ax.plot(*zip(*xy), marker="o", markersize=3, label=label)
     ax.axhline(report["target_ppl"], color="black", linestyle="--", linewidth=1, label="target")
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("step")
