@@ -477,7 +477,7 @@ def plot(results: dict[str, Any], folder: Path) -> dict[str, str]:
             )
     ax.axhline(target, color="black", ls="--", lw=1, label="target (approximate)")
     if exact["forget"]:
-        ax.axhline(exact["forget"], color="grey", ls=":", lw=1, label="exact retrain")
+        ax.axhline(exact["forget"], color="black", ls=":", lw=1, label="exact retrain")
     ax.set_yscale("log")
     ax.set_xlabel("step")
     ax.set_ylabel("forget perplexity")
@@ -501,7 +501,7 @@ def plot(results: dict[str, Any], folder: Path) -> dict[str, str]:
     for m in methods:
         ax.scatter([], [], color=colors[m], label=m)
     for b, mk in markers.items():
-        ax.scatter([], [], color="grey", marker=mk, label=f"{b} steps")
+        ax.scatter([], [], facecolor="white", edgecolor="black", marker=mk, label=f"{b} steps")
     ax.scatter(
         results["seen"]["ppl"]["forget"],
         results["seen"]["ppl"]["retain"],
@@ -575,7 +575,7 @@ def render(results: dict[str, Any]) -> str:
             else []
         ),
         f"**Task.** SmolLM2-135M-Instruct after continued pre-training on the demo corpus "
-        f"(forget + retain standard-library code, {s['pretrain_epochs']} epochs, lr "
+        f"(forget + retain standard-library code, {s['pretrain_epochs']} epoch(s), lr "
         f"{s['pretrain_lr']:g}) is the model to unlearn (*seen*). The *exact-retrain* model is the "
         "same continued pre-training without the forget set. Windows of "
         f"{s['max_length']} tokens, forget batch {s['unlearn_batch_size']} (+ the same number of "
