@@ -252,28 +252,25 @@ def document_losses(model_dir: Path, *, max_length: int, cache: Path | None = No
             return json.loads(path.read_text())
         from transformers import AutoModelForCausalLM
 
+        from .data import PadCollator
+        from .losses import sequence_nll
         from .models import load_tokenizer
 
         tokenizer = load_tokenizer(str(model_dir))
         model = AutoModelForCausalLM.from_pretrained(str(model_dir)).eval()
-        from .losses import sequence_nll
-
+        pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+        collate = PadCollator(pad)  # labels are -100 on padding, so pad's value never counts
         encoded = [tokenizer(t, truncation=True, max_length=max_length)["input_ids"] for t in texts]
         order = sorted(range(len(texts)), key=lambda i: len(encoded[i]))
         out = [0.0] * len(texts)
         with torch.inference_mode():
-            for start in range(0, len(order), 8):  # batches of similar lengths, right-padded
+            for start in range(0, len(order), 8):  # batches of similar lengths
                 rows = order[start : start + 8]
-                width = max(len(encoded[i]) for i in rows)
-                ids = torch.zeros((len(rows), width), dtype=torch.long)
-                labels = torch.full((len(rows), width), -100, dtype=torch.long)
-                mask = torch.zeros((len(rows), width), dtype=torch.long)
-                for j, i in enumerate(rows):
-                    n = len(encoded[i])
-                    ids[j, :n] = labels[j, :n] = torch.as_tensor(encoded[i])
-                    mask[j, :n] = 1
-                logits = model(input_ids=ids, attention_mask=mask).logits
-                per_doc = sequence_nll(logits, labels)
+                batch = collate([{"input_ids": encoded[i]} for i in rows])
+                logits = model(
+                    input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]
+                ).logits
+                per_doc = sequence_nll(logits, batch["labels"])
                 for j, i in enumerate(rows):
                     out[i] = float(per_doc[j])
         if path is not None:
