@@ -153,6 +153,33 @@ def test_token_statistics_match_definitions():
     assert not stats["mask"][0, 3:].any() and stats["logprob"][0, 3:].abs().sum() == 0
 
 
+@pytest.mark.parametrize("chunk_elements", [None, 1, 12])
+def test_token_statistics_chunked_equals_full_softmax(chunk_elements):
+    """The chunked, padding-skipping computation equals the textbook one at every position."""
+    torch.manual_seed(3)
+    logits = torch.randn(3, 7, 11) * 4
+    labels = torch.randint(0, 11, (3, 7))
+    labels[1, 3:] = -100
+    labels[2, :] = -100  # a row with no target at all
+    stats = L.token_statistics(logits, labels, chunk_elements=chunk_elements)
+    logp = torch.log_softmax(logits[:, :-1], -1)
+    p = logp.exp()
+    mask = labels[:, 1:] != -100
+    y = labels[:, 1:].clamp_min(0)
+    mu = (p * logp).sum(-1)
+    sigma = (p * (logp - mu.unsqueeze(-1)) ** 2).sum(-1).sqrt()
+    expected = {
+        "logprob": logp.gather(-1, y.unsqueeze(-1)).squeeze(-1) * mask,
+        "mu": mu * mask,
+        "sigma": sigma * mask,
+    }
+    for name, value in expected.items():
+        torch.testing.assert_close(stats[name], value, atol=2e-5, rtol=1e-5)
+    assert torch.equal(stats["correct"], (logits[:, :-1].argmax(-1) == labels[:, 1:]) & mask)
+    assert torch.equal(stats["mask"], mask)
+    assert stats["mu"][2].abs().sum() == 0 and mask[1].sum() == 2
+
+
 def test_shape_errors_are_clear():
     with pytest.raises(ValueError, match="expected logits"):
         L.token_nll(torch.randn(2, 3), torch.zeros(2, 3, dtype=torch.long))
