@@ -49,9 +49,6 @@ class DemoSettings:
             stops at the approximate-retrain target, checked every ``val_every`` steps.
         target_tolerance: stop once forget perplexity is within this fraction below the target
             (near the target GA+GD raises it by ~20% a step, so "at least the target" overshoots).
-        light_eval_documents: approximate / retain documents scored at each check during
-            unlearning (the forget split is always scored whole; all splits are scored in full
-            before and after).
         exact_retrain: also train the exact-retrain reference (continued pre-training without the
             forget set) and report it.
         seed: seed of everything.
@@ -74,7 +71,6 @@ class DemoSettings:
     unlearn_batch_size: int = 4
     max_unlearn_steps: int = 40
     val_every: int = 1
-    light_eval_documents: int = 3
     target_tolerance: float = 0.05
     exact_retrain: bool = False
     seed: int = 0
@@ -87,6 +83,8 @@ def _key(*parts: Any) -> str:
 
 def _quiet() -> None:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    # the demo runs on CPU; without this DeepSpeed (imported by Lightning) warns that it fell back
+    os.environ.setdefault("DS_ACCELERATOR", "cpu")
     for name in (
         "lightning",
         "lightning.pytorch",
@@ -118,7 +116,7 @@ class _StepProgress:
     Without a terminal (a log file, CI) Rich draws nothing live, so each step is also printed.
     """
 
-    def __new__(cls, progress, task):
+    def __new__(cls, progress, task, target: float | None = None):
         from lightning.pytorch import Callback
 
         plain = not progress.console.is_terminal
@@ -134,13 +132,12 @@ class _StepProgress:
             def on_validation_end(self, trainer, pl_module):
                 ppl = trainer.callback_metrics.get("val/forget/ppl")
                 if ppl is not None:
-                    progress.update(task, status=f"forget ppl {float(ppl):.2f}")
+                    text = f"forget ppl {float(ppl):.2f}"
+                    if target is not None:
+                        text += f" (target {target:.2f})"
+                    progress.update(task, status=text)
                     if plain:
-                        approx = trainer.callback_metrics.get("val/approximate/ppl")
-                        progress.console.print(
-                            f"    step {trainer.global_step}: forget ppl {float(ppl):.2f}, "
-                            f"approximate ppl {float(approx):.2f}"
-                        )
+                        progress.console.print(f"    step {trainer.global_step}: {text}")
 
         return StepProgress()
 
@@ -171,20 +168,20 @@ def _data(
     retain: bool,
     light: bool = False,
 ):
-    """The demo's data module. ``light``: the evaluation run during unlearning (every
-    ``val_every`` steps) reads the whole forget split but only part of approximate / retain and
-    no general text; the full evaluation happens before and after, outside the training loop."""
-    from .data import DataSource, UnlearningDataModule
+    """The demo's data module. ``light``: the check run during unlearning (every ``val_every``
+    steps) scores only the forget split, all the stopping rule needs; every split is scored in
+    full before and after, outside the training loop."""
+    from .data import UnlearningDataModule
 
-    part = s.light_eval_documents if light else None
     return UnlearningDataModule(
         str(model_dir),
         forget=str(corpus / f"{train}.jsonl"),
         retain=str(corpus / "retain.jsonl") if retain else None,
         eval_forget=str(corpus / "forget.jsonl"),
-        eval_retain=DataSource(path=str(corpus / "retain.jsonl"), limit=part),
-        approximate=DataSource(path=str(corpus / "approximate.jsonl"), limit=part),
-        general=None if light else str(corpus / "general.jsonl"),
+        eval_retain=str(corpus / "retain.jsonl"),
+        approximate=str(corpus / "approximate.jsonl"),
+        general=str(corpus / "general.jsonl"),
+        eval_splits=["forget"] if light else None,
         max_length=s.max_length,
         batch_size=batch_size,
         eval_batch_size=16,
@@ -325,6 +322,13 @@ def _evaluate(
     return scores
 
 
+def _split_ppl(scores: dict[str, float]) -> dict[str, float | None]:
+    """``{"forget": ppl, ...}`` from flat evaluation scores, ``None`` for a split not scored."""
+    from .evaluation.metrics import EVAL_SPLITS
+
+    return {split: scores.get(f"{split}/ppl") for split in EVAL_SPLITS}
+
+
 def run_demo(s: DemoSettings) -> dict[str, Any]:
     """Run the whole demo; returns the report dict."""
     import lightning as L
@@ -429,7 +433,7 @@ def run_demo(s: DemoSettings) -> dict[str, Any]:
             max_epochs=-1,
             val_check_interval=s.val_every,
             check_val_every_n_epoch=None,
-            callbacks=[stopper, _StepProgress(progress, phase)],
+            callbacks=[stopper, _StepProgress(progress, phase, target=stopper.target_ppl)],
         )
         fit_data = _data(
             seen_dir,
@@ -440,13 +444,20 @@ def run_demo(s: DemoSettings) -> dict[str, Any]:
             retain=True,
             light=True,
         )
+        # step 0 of the history is the full scoring of the continued model made above (a check
+        # at step 0 would score the same forget split again); the checks score the forget split
+        stopper.history.append({"step": 0, **_split_ppl(before)})
         unlearn_started = time.perf_counter()
-        trainer.validate(module, datamodule=fit_data, verbose=False)  # step 0 of the history
         trainer.fit(module, datamodule=fit_data)
         unlearn_seconds = time.perf_counter() - unlearn_started
 
         begin(6, "measure the unlearned model, write the report and the model")
         after = evaluate_splits(module, eval_data)
+        last = {"step": int(trainer.global_step), **_split_ppl(after)}
+        if stopper.history[-1]["step"] == last["step"]:
+            stopper.history[-1] = last  # the same weights as the last check, every split scored
+        else:
+            stopper.history.append(last)
         report = build_report(
             model=str(seen_dir),
             method="GradientAscentDescent",
@@ -465,10 +476,6 @@ def run_demo(s: DemoSettings) -> dict[str, Any]:
                 "total_seconds": time.perf_counter() - started,
                 "settings": dataclasses.asdict(s),
                 "corpus_manifest": str(corpus / "manifest.json"),
-                "history_labels": {
-                    split: f"{split} ({s.light_eval_documents}-document sample)"
-                    for split in ("approximate", "retain")
-                },
             },
         )
         module.export(out / "model", overwrite=True)

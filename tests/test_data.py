@@ -111,6 +111,19 @@ def test_eval_loaders_are_named_and_carry_split_and_zlib(tiny_datamodule_kwargs)
     assert len(dm.eval_dataset("general")) == len(TINY_CORPUS["general"])  # short docs: 1 chunk
 
 
+def test_eval_splits_keeps_only_the_named_splits(tiny_datamodule_kwargs):
+    dm = UnlearningDataModule(**tiny_datamodule_kwargs, eval_splits=["forget"])
+    assert dm.eval_split_names == ("forget",)
+    splits = {batch["split"] for batch, _, _ in dm.val_dataloader()}
+    assert splits == {"forget"}
+    assert dm.train_dataloader() is not None  # training still has its retain stream
+    with pytest.raises(ValueError, match=r"unknown split\(s\) \['heldout'\]; choose from"):
+        UnlearningDataModule(**tiny_datamodule_kwargs, eval_splits=["forget", "heldout"])
+    no_general = {k: v for k, v in tiny_datamodule_kwargs.items() if k != "general"}
+    with pytest.raises(ValueError, match=r"\['general'\] but no source.*pass general="):
+        UnlearningDataModule(**no_general, eval_splits=["general"])
+
+
 def test_eval_shards_are_read_longest_first():
     """Length-sorted evaluation batches (little padding); ranks still split the windows evenly."""
     lengths = [3, 9, 1, 7, 7, 2, 8]

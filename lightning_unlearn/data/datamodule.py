@@ -237,6 +237,8 @@ class UnlearningDataModule(LightningDataModule):
         eval_forget: forget evaluation split, when it differs from the training forget set.
         eval_retain: retain evaluation split, when it differs from the training retain set.
         general: general-domain text for utility (evaluation only).
+        eval_splits: evaluate only these splits, e.g. ``["forget"]`` for a cheap check of the
+            stopping criterion during training (``None``: every split that has a source).
         max_length: tokens per window (the paper uses 4096).
         min_chunk_tokens: windows with fewer document tokens are dropped (the paper drops chunks
             under 5 tokens).
@@ -268,6 +270,7 @@ class UnlearningDataModule(LightningDataModule):
         eval_forget: str | DataSource | None = None,
         eval_retain: str | DataSource | None = None,
         general: str | DataSource | None = None,
+        eval_splits: Sequence[str] | None = None,
         max_length: int = 512,
         min_chunk_tokens: int = 5,
         packing: bool = False,
@@ -326,6 +329,21 @@ class UnlearningDataModule(LightningDataModule):
         self.eval_sources: dict[str, DataSource] = {
             k: v for k, v in candidates.items() if v is not None
         }
+        if eval_splits is not None:
+            if isinstance(eval_splits, str):
+                eval_splits = [eval_splits]
+            unknown = [name for name in eval_splits if name not in candidates]
+            if unknown:
+                raise ValueError(
+                    f"eval_splits: unknown split(s) {unknown}; choose from {sorted(candidates)}"
+                )
+            missing = [name for name in eval_splits if name not in self.eval_sources]
+            if missing:
+                raise ValueError(
+                    f"eval_splits asks for {missing} but no source was given for them: pass "
+                    f"{' / '.join(missing)}=... or leave them out of eval_splits"
+                )
+            self.eval_sources = {k: v for k, v in self.eval_sources.items() if k in eval_splits}
         if isinstance(tokenizer, (str, os.PathLike)):
             self.tokenizer_name_or_path: str | None = os.fspath(tokenizer)
             self._tokenizer = None

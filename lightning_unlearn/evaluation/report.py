@@ -218,9 +218,9 @@ def plot_perplexity(
 ) -> Path:
     """PNG of forget / approximate / retain / general perplexity over steps, target as a line.
 
-    Without a history the plot joins the before (step 0) and after (last step) values. The
-    report's optional ``history_labels`` (split -> legend text) names curves that were scored on
-    part of a split.
+    Without a history the plot joins the before (step 0) and after (last step) values. A split
+    missing from some history entries (``None``) is drawn dotted through the entries that have
+    it, its legend naming those steps.
     """
     # a bare Figure renders with Agg and leaves pyplot's global backend alone
     from matplotlib.figure import Figure
@@ -232,8 +232,11 @@ def plot_perplexity(
     for split in EVAL_SPLITS:
         xy = [(p["step"], p.get(split)) for p in points if p.get(split) is not None]
         if xy:
-            label = (report.get("history_labels") or {}).get(split, split)
-            ax.plot(*zip(*xy), marker="o", markersize=3, label=label)
+            label, style = split, "-"
+            if len(xy) < len(points):  # scored at some steps only (e.g. before and after)
+                steps = ", ".join(str(x) for x, _ in xy[:4]) + (", ..." if len(xy) > 4 else "")
+                label, style = f"{split} (scored at steps {steps})", ":"
+            ax.plot(*zip(*xy), marker="o", markersize=3, linestyle=style, label=label)
     ax.axhline(report["target_ppl"], color="black", linestyle="--", linewidth=1, label="target")
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("step")
