@@ -18,8 +18,10 @@ second run reuses them):
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import hashlib
+import io
 import json
 import logging
 import os
@@ -372,7 +374,11 @@ def run_demo(s: DemoSettings) -> dict[str, Any]:
             progress.reset(phase, total=total, description=f"[{i}/{phases}] {text}", status="")
 
         begin(1, "convert SmolLM2-135M-Instruct (GGUF -> safetensors)")
-        model_dir = convert_gguf_to_checkpoint(smollm2_gguf_path(), cache / "smollm2-135m-instruct")
+        # transformers draws a tqdm bar of its own on stderr while converting: keep it out of ours
+        with contextlib.redirect_stderr(io.StringIO()):
+            model_dir = convert_gguf_to_checkpoint(
+                smollm2_gguf_path(), cache / "smollm2-135m-instruct"
+            )
         progress.update(phase, completed=1)
 
         begin(2, "build the demo corpus (forget / approximate matched on the model's loss)")
