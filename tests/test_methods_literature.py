@@ -310,6 +310,15 @@ def test_whos_harry_potter_reinforces_then_unlearns(
     assert torch.equal(generic, expected) and torch.equal(labels, forget_batch["labels"])
 
 
+def test_whos_harry_potter_refuses_to_reinforce_a_zero3_sharded_model(tiny_model_dir, forget_batch):
+    module = build(WhosHarryPotter, tiny_model_dir, reinforce_steps=1)
+    for p in module.reference.parameters():
+        p.ds_id = 0  # what DeepSpeed ZeRO-3 puts on every partitioned parameter
+    with pytest.raises(RuntimeError, match="inside a DeepSpeed ZeRO-3 run.*reinforced_model="):
+        module.reinforce([forget_batch])
+    assert module.reinforced is None
+
+
 def test_whos_harry_potter_anchored_terms(tiny_model_dir, tiny_tokenizer, forget_batch, tmp_path):
     terms = tmp_path / "anchors.json"
     terms.write_text(json.dumps({"Stack": "Queue", "print": "show"}))

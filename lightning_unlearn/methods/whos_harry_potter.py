@@ -216,6 +216,16 @@ class WhosHarryPotter(UnlearningModule):
         ``batches`` (forget batches) are iterated again until ``reinforce_steps`` steps are done.
         """
         self._require_model()
+        from ..strategies import is_zero3_partitioned
+
+        if any(is_zero3_partitioned(m) for m in (self.model, self.reference) if m is not None):
+            # a copy of a partitioned model holds only this rank's shards and no engine to train it
+            raise RuntimeError(
+                "WhosHarryPotter cannot build its reinforced model inside a DeepSpeed ZeRO-3 run: "
+                "fine-tune the original model on the forget set first (e.g. lightning-unlearn fit "
+                "with lightning_unlearn.pretraining.ContinuedPretraining on the forget data) and pass "
+                "reinforced_model=<that folder>; it is then loaded and sharded like the reference"
+            )
         model = copy.deepcopy(self.reference) if self.reference is not None else self.load_model()
         model.to(self.device).train()
         for p in model.parameters():
