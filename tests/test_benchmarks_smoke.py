@@ -28,27 +28,18 @@ def _positive(value) -> bool:
     return isinstance(value, (int, float)) and math.isfinite(value) and value > 0
 
 
+def _smoke_args(model, out: Path, md: Path, *extra: str) -> list[str]:
+    """The command line every benchmark's smoke run shares: tiny model, JSON + Markdown, 1 thread."""
+    common = ["--smoke", "--model", str(model), "--json", str(out), "--markdown", str(md)]
+    return [*common, "--threads", "1", *extra]
+
+
 @pytest.mark.slow
 def test_quality_smoke(tiny_model_dir, tmp_path):
     quality = _load("quality")
     out = tmp_path / "results.json"
     md = tmp_path / "results.md"
-    assert (
-        quality.main(
-            [
-                "--smoke",
-                "--model",
-                str(tiny_model_dir),
-                "--json",
-                str(out),
-                "--markdown",
-                str(md),
-                "--threads",
-                "1",
-            ]
-        )
-        == 0
-    )
+    assert quality.main(_smoke_args(tiny_model_dir, out, md)) == 0
     result = json.loads(out.read_text())
     assert _positive(result["target_ppl"])
     for ref in ("seen", "exact_retrain"):
@@ -85,21 +76,7 @@ def test_throughput_smoke(tiny_model_dir, tmp_path):
     out = tmp_path / "throughput.json"
     md = tmp_path / "performance.md"
     assert (
-        throughput.main(
-            [
-                "--smoke",
-                "--model",
-                str(tiny_model_dir),
-                "--json",
-                str(out),
-                "--markdown",
-                str(md),
-                "--threads",
-                "1",
-                "--workdir",
-                str(tmp_path / "work"),
-            ]
-        )
+        throughput.main(_smoke_args(tiny_model_dir, out, md, "--workdir", str(tmp_path / "work")))
         == 0
     )
     result = json.loads(out.read_text())
@@ -135,19 +112,7 @@ def test_eval_speed_smoke(tiny_model_dir, tmp_path):
     md = tmp_path / "performance.md"
     assert (
         eval_speed.main(
-            [
-                "--smoke",
-                "--model",
-                str(tiny_model_dir),
-                "--json",
-                str(out),
-                "--markdown",
-                str(md),
-                "--threads",
-                "1",
-                "--cache-dir",
-                str(tmp_path / "cache"),
-            ]
+            _smoke_args(tiny_model_dir, out, md, "--cache-dir", str(tmp_path / "cache"))
         )
         == 0
     )
