@@ -363,13 +363,15 @@ def run_demo(s: DemoSettings) -> dict[str, Any]:
         TimeElapsedColumn(),
         TextColumn("{task.fields[status]}"),
         console=console,
+        disable=not console.is_terminal,  # a log gets the plain phase and step lines instead
     ) as progress:
         overall = progress.add_task("demo", total=phases, status="")
         phase = progress.add_task("", total=1, status="")
 
         def begin(i: int, text: str, total: int = 1) -> None:
             if not console.is_terminal:
-                console.print(f"[{i}/{phases}] {text}  ({time.perf_counter() - started:.0f} s)")
+                elapsed = time.perf_counter() - started
+                console.print(f"[{i}/{phases}] {text}  ({elapsed:.0f} s)", soft_wrap=True)
             progress.update(overall, completed=i - 1, status=text)
             progress.reset(phase, total=total, description=f"[{i}/{phases}] {text}", status="")
 
