@@ -6,9 +6,10 @@ pre-training without the forget set is the exact-retrain model. Both come from t
 (``lightning_unlearn.demo``), so nothing is trained twice.
 
 For the paper's seven methods (GA, RL, AS, GA+GD and GA+KL with in-distribution or general retain
-data), plus NPO with an NLL retain term, and each learning rate, one run trains with a constant learning rate up to the largest step
-budget. Because the schedule is constant, the model after ``k`` steps of that run *is* the
-``k``-step run: every budget is scored inside the same run. For each run it records
+data), plus NPO with an NLL retain term, and each learning rate, one run trains with a constant
+learning rate up to the largest step budget. Because the schedule is constant, the model after
+``k`` steps of that run *is* the ``k``-step run: every budget is scored inside the same run. For
+each run it records
 
 * per-split perplexity and the four membership-inference AUCs at every budget;
 * whether forget perplexity reached the approximate-retrain target (the seen model's approximate

@@ -142,6 +142,7 @@ def run_lightning(args, corpus: Path, cache: Path, clock: _Clock) -> None:
     import lightning as L
 
     import lightning_unlearn
+    from lightning_unlearn.demo import _trainer  # CPU, one device, no logger / checkpoints / bars
     from lightning_unlearn.models import LoraSettings
 
     cls_name, retain_term = METHODS[args.method]
@@ -162,18 +163,7 @@ def run_lightning(args, corpus: Path, cache: Path, clock: _Clock) -> None:
             real, positions = common.count_tokens(batch)
             clock.stop(real, positions, _ref_positions(batch, retain_term))
 
-    trainer = L.Trainer(
-        accelerator="cpu",
-        devices=1,
-        max_steps=args.warmup + args.steps,
-        limit_val_batches=0,
-        num_sanity_val_steps=0,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        callbacks=[Clock()],
-    )
+    trainer = _trainer(max_steps=args.warmup + args.steps, limit_val_batches=0, callbacks=[Clock()])
     trainer.fit(module, datamodule=data)
 
 
