@@ -19,6 +19,21 @@ from .models import LoraSettings, load_causal_lm, load_tokenizer
 
 __version__ = "0.1.0"
 
+#: names importable from the top level but loaded on first use (``datasets`` takes seconds to
+#: import, which the CLI's verbs that do not read data should not pay)
+_LAZY = {"UnlearningDataModule": "lightning_unlearn.data"}
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        import importlib
+
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'lightning_unlearn' has no attribute {name!r}")
+
+
 __all__ = [
     "UnlearningModule",
     "DivergenceError",
@@ -33,6 +48,7 @@ __all__ = [
     "UNDIAL",
     "WhosHarryPotter",
     "PreferenceUnlearning",
+    "UnlearningDataModule",
     "LoraSettings",
     "load_causal_lm",
     "load_tokenizer",

@@ -29,30 +29,23 @@ import logging
 import os
 import sys
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
 from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
-from .io import OutputExistsError, check_output_dir
+from .callbacks import FiniteModelCheckpoint, StepSeeding
+from .configs import DEFAULT_MAX_BATCH_TOKENS, check_batch_budget, check_strategy
+from .io import OutputExistsError, check_output_dir, staged_outputs
 from .methods.base import DivergenceError, UnlearningModule
-from .reliability import (
-    DEFAULT_MAX_BATCH_TOKENS,
-    FiniteModelCheckpoint,
-    StepSeeding,
-    check_batch_budget,
-    check_model_inputs,
-    check_reference_config,
-    check_strategy,
-    load_config,
-    staged_outputs,
-)
+from .models import check_model_inputs, check_reference_config, load_config
 
 log = logging.getLogger("lightning_unlearn")
 
 USAGE_ERROR = 2
-EXTRA_VERBS = ("demo", "evaluate", "plan")
+EXTRA_VERBS = ("demo", "evaluate", "plan", "configs")
 
 
 class UnlearnCLI(LightningCLI):
@@ -136,26 +129,16 @@ class UnlearnCLI(LightningCLI):
         check_strategy(trainer.get("strategy"))
         if trainer.get("default_root_dir") is None:
             trainer["default_root_dir"] = str(out)  # logs and the saved config go with the run
-        data = _init_args(opts.get("data"))
-        model = opts.get("model")
-        with_retain = data.get("retain") is not None and _uses_retain(model)
         if opts["max_batch_tokens"] is not None and opts["max_batch_tokens"] < 1:
             raise ValueError(
                 f"--max_batch_tokens must be >= 1 or null, got {opts['max_batch_tokens']}"
             )
-        check_batch_budget(
-            batch_size=int(data.get("batch_size", 4)),
-            max_length=int(data.get("max_length", 512)),
-            retain_per_forget=int(data.get("retain_per_forget", 1)),
-            with_retain=with_retain,
-            max_batch_tokens=opts["max_batch_tokens"],
-        )
         every = opts["checkpoint_every_n_steps"]
         if every is not None and every < 1:
             raise ValueError(f"--checkpoint_every_n_steps must be >= 1 or null, got {every}")
         self.paths = _resolved_paths(opts, out)
         for key, value in self.paths.items():
-            log.info("path %s: %s", key, value)
+            log.debug("path %s: %s", key, value)
 
     def instantiate_trainer(self, **kwargs: Any):
         self.stopper = None
@@ -188,10 +171,24 @@ class UnlearnCLI(LightningCLI):
         return super().instantiate_trainer(**kwargs)
 
     def before_fit(self) -> None:
+        self._check_budget()
         self._check_model_and_data()
         self._started = time.perf_counter()
         self._before = _first(
             self.trainer.validate(self.model, datamodule=self.datamodule, verbose=False)
+        )
+
+    def _check_budget(self) -> None:
+        """The tokens one training step holds, from the instantiated method's configuration (does
+        this method with this retain term train on retain batches?) and the data module's."""
+        data = self.datamodule
+        with_retain = "retain" in getattr(data, "train_sources", {}) and self.model.uses_retain
+        check_batch_budget(
+            batch_size=int(getattr(data, "batch_size", 4)),
+            max_length=int(getattr(data, "max_length", 512)),
+            retain_per_forget=int(getattr(data, "retain_per_forget", 1)),
+            with_retain=with_retain,
+            max_batch_tokens=self._opts()["max_batch_tokens"],
         )
 
     def _check_model_and_data(self) -> None:
@@ -271,19 +268,6 @@ def _init_args(node: Any) -> dict[str, Any]:
     )
 
 
-def _uses_retain(model: Any) -> bool:
-    import importlib
-
-    path = model.get("class_path") if hasattr(model, "get") else None
-    if not path:
-        return True
-    module, _, name = str(path).rpartition(".")
-    try:
-        return bool(getattr(importlib.import_module(module), name).uses_retain)
-    except (ImportError, AttributeError):
-        return True
-
-
 def _resolve(value: Any) -> str | None:
     if isinstance(value, str) and os.path.exists(os.path.expanduser(value)):
         return str(Path(value).expanduser().resolve())
@@ -353,6 +337,10 @@ def main(argv: list[str] | None = None) -> int:
                 from .evaluation.downstream import main_evaluate
 
                 return int(main_evaluate(rest) or 0)
+            if verb == "configs":
+                from .configs import main as configs_main
+
+                return int(configs_main(rest) or 0)
             from .planner import main as plan_main
 
             return int(plan_main(rest) or 0)
@@ -392,6 +380,13 @@ class _StderrHandler(logging.StreamHandler):
         pass
 
 
+class _NoAdvertisement(logging.Filter):
+    """Drops Lightning's tips for cloud services (printed on every run, whatever the logger)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("💡 Tip")
+
+
 def _configure_logging() -> None:
     root = logging.getLogger()
     if not any(isinstance(h, _StderrHandler) for h in root.handlers):
@@ -401,10 +396,36 @@ def _configure_logging() -> None:
             root.addHandler(handler)
         if root.level > logging.INFO or root.level == logging.NOTSET:
             root.setLevel(logging.INFO)
+    for name in ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero"):
+        target = logging.getLogger(name)
+        if not any(isinstance(f, _NoAdvertisement) for f in target.filters):
+            target.addFilter(_NoAdvertisement())
+    # Lightning's own use of a torch API it deprecated, once per validation: not the user's concern
+    warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\).*")
+    if "DS_ACCELERATOR" not in os.environ:
+        import torch
+
+        if not torch.cuda.is_available():  # DeepSpeed would warn that it fell back to the CPU
+            os.environ["DS_ACCELERATOR"] = "cpu"
 
 
 def _describe(exc: BaseException) -> str:
-    return str(exc).strip() or type(exc).__name__
+    """The message of an input error, one sentence where one says it all.
+
+    jsonargparse wraps a method's own ``ValueError`` (``learning_rate must be > 0, got -1``) in a
+    report of every ``Union`` alternative it tried and the whole parsed namespace; the sentence
+    that names the input is the one error that is not about the ``None`` alternative.
+    """
+    text = str(exc).strip()
+    if "Does not validate against any of the Union subtypes" in text:
+        reasons = [
+            line.strip()[2:].strip()
+            for line in text.splitlines()
+            if line.strip().startswith("- ") and "NoneType" not in line
+        ]
+        if reasons:
+            return reasons[0]
+    return text or type(exc).__name__
 
 
 def entry_point() -> None:

@@ -1,7 +1,9 @@
 """Filesystem helpers: atomic output directories and files.
 
 An unlearning job that crashes while writing must leave the previous output untouched, so every
-output is first written to a temporary sibling and renamed into place.
+output is first written to a temporary sibling and renamed into place (:func:`replace_path`, the
+one place a finished folder is swapped in): one folder (:func:`atomic_directory`), one file
+(:func:`atomic_write_text`) or everything a run publishes at once (:func:`staged_outputs`).
 """
 
 from __future__ import annotations
@@ -31,6 +33,24 @@ def check_output_dir(path: str | os.PathLike, *, overwrite: bool) -> Path:
     return out
 
 
+def replace_path(source: str | os.PathLike, final: str | os.PathLike) -> Path:
+    """Move ``source`` (a file or folder) to ``final``, replacing what is there.
+
+    A folder in the way is first renamed aside and removed only after ``source`` is in place, so
+    ``final`` is at every moment either the old or the new content, never a mix.
+    """
+    source, final = Path(source), Path(final)
+    if final.is_dir() and not final.is_symlink():
+        backup = Path(tempfile.mkdtemp(prefix=f".{final.name}.old-", dir=final.parent))
+        backup.rmdir()
+        os.replace(final, backup)
+        os.replace(source, final)
+        shutil.rmtree(backup, ignore_errors=True)
+    else:
+        os.replace(source, final)
+    return final
+
+
 @contextlib.contextmanager
 def atomic_directory(path: str | os.PathLike, *, overwrite: bool = True) -> Iterator[Path]:
     """Yield a temporary directory that replaces ``path`` only if the block finishes.
@@ -47,17 +67,30 @@ def atomic_directory(path: str | os.PathLike, *, overwrite: bool = True) -> Iter
     os.chmod(tmp, 0o777 & ~_umask)
     try:
         yield tmp
-        if final.exists():
-            backup = Path(tempfile.mkdtemp(prefix=f".{final.name}.old-", dir=final.parent))
-            backup.rmdir()
-            os.replace(final, backup)
-            os.replace(tmp, final)
-            shutil.rmtree(backup, ignore_errors=True)
-        else:
-            os.replace(tmp, final)
+        replace_path(tmp, final)
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def staged_outputs(out_dir: str | os.PathLike) -> Iterator[Path]:
+    """Yield a hidden staging folder inside ``out_dir``; move what it holds into place at the end.
+
+    Everything a run publishes (the exported model, the report files) is written into the
+    staging folder first. Only when the block finishes is each entry moved over its counterpart
+    in ``out_dir`` (:func:`replace_path`). An exception inside the block -- a crash half way
+    through the export -- removes the staging folder and leaves every previous output untouched.
+    """
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=out))
+    try:
+        yield staging
+        for entry in sorted(staging.iterdir()):
+            replace_path(entry, out / entry.name)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> Path:

@@ -39,7 +39,7 @@ __all__ = [
     "activation_mse",
     "target_counts",
     "argmax_labels",
-    "retain_term",
+    "retain_term_loss",
     "check_retain_term",
     "RETAIN_TERMS",
 ]
@@ -113,6 +113,7 @@ def target_cross_entropy(logits: Tensor, labels: Tensor, target_probs: Tensor) -
     The paper's ``CE(Q_{w_t}, P_theta(.|w_<t))`` term. ``target_probs`` has the shape of
     ``logits`` and ``target_probs[:, t]`` is the target distribution for the prediction made at
     position ``t`` (the same alignment as ``logits``); positions are selected with ``labels``.
+    The target is a constant: no gradient flows into it.
     """
     if target_probs.shape != logits.shape:
         raise ValueError(
@@ -120,7 +121,7 @@ def target_cross_entropy(logits: Tensor, labels: Tensor, target_probs: Tensor) -
             f"got {tuple(target_probs.shape)}"
         )
     shifted_logits, _, mask = shift_for_next_token(logits, labels)
-    shifted_targets, _, _ = shift_for_next_token(target_probs, labels)
+    shifted_targets, _, _ = shift_for_next_token(target_probs.detach(), labels)
     logp = F.log_softmax(shifted_logits.float(), dim=-1)
     ce = -(shifted_targets.float() * logp).sum(dim=-1)
     return _masked_mean(ce, mask)
@@ -144,7 +145,8 @@ def uniform_cross_entropy(logits: Tensor, labels: Tensor) -> Tensor:
 def kl_to_reference(logits: Tensor, reference_logits: Tensor, labels: Tensor) -> Tensor:
     """``KL(P_ref || P_theta)`` per token, mean over real target tokens.
 
-    ``reference_logits`` come from the frozen original model on the same input.
+    ``reference_logits`` come from the frozen original model on the same input; they are a
+    constant target (detached): no gradient flows into them.
     """
     if reference_logits.shape != logits.shape:
         raise ValueError(
@@ -152,7 +154,7 @@ def kl_to_reference(logits: Tensor, reference_logits: Tensor, labels: Tensor) ->
             f"{tuple(logits.shape)}: the reference model must share the vocabulary"
         )
     shifted_logits, _, mask = shift_for_next_token(logits, labels)
-    shifted_ref, _, _ = shift_for_next_token(reference_logits, labels)
+    shifted_ref, _, _ = shift_for_next_token(reference_logits.detach(), labels)
     logp = F.log_softmax(shifted_logits.float(), dim=-1)
     logq = F.log_softmax(shifted_ref.float(), dim=-1)
     kl = (logq.exp() * (logq - logp)).sum(dim=-1)
@@ -353,10 +355,10 @@ def activation_mse(activations: Tensor, target: Tensor, attention_mask: Tensor |
     return (sq * mask).sum() / mask.sum().clamp_min(1)
 
 
-def retain_term(
+def retain_term_loss(
     kind: str, logits: Tensor, labels: Tensor, reference_logits: Tensor | None = None
 ) -> Tensor:
-    """The optional retain regulariser of NPO, SimNPO, DPO and UNDIAL.
+    """The retain term of every method (``UnlearningModule.retain_loss``).
 
     Args:
         kind: ``"nll"`` (gradient descent on retain data, NPO's "RT") or ``"kl"``

@@ -11,8 +11,6 @@ import functools
 import importlib.util
 import logging
 import os
-import shutil
-import tempfile
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -274,6 +272,19 @@ def random_like(
     return model
 
 
+@contextlib.contextmanager
+def eval_mode(module: nn.Module):
+    """Run a block with ``module`` in eval mode (no dropout); every submodule's own mode is
+    restored afterwards (frozen submodules stay in eval, trained ones return to train)."""
+    modes = [(m, m.training) for m in module.modules()]
+    module.eval()
+    try:
+        yield module
+    finally:
+        for m, training in modes:
+            m.training = training
+
+
 def freeze(module: nn.Module) -> nn.Module:
     """Put a module in eval mode with no gradients (reference / target models)."""
     module.eval()
@@ -327,21 +338,94 @@ def convert_gguf_to_checkpoint(gguf_path: str | os.PathLike, out_dir: str | os.P
     A plain checkpoint reloads in a fraction of a second instead of re-parsing the GGUF file.
     The result is written atomically; an existing complete conversion is reused.
     """
+    from .io import atomic_directory
+
     out = Path(out_dir)
     if (out / "config.json").is_file() and any(out.glob("*.safetensors")):
         return out
     with gguf_parsed_once():  # one parse of the file for config, weights and tokenizer
         model = load_causal_lm(gguf_path)
         tokenizer = load_tokenizer(gguf_path)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
+    with atomic_directory(out) as tmp:
         model.save_pretrained(tmp, safe_serialization=True)
         tokenizer.save_pretrained(tmp)
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(tmp, out)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
     return out
+
+
+# ----------------------------------------------------------------------------------- checks
+# Everything that can be checked about a model from its config alone, before loading weights:
+# the CLI runs these before the first byte of a run is written.
+def _config_value(config: Any, *names: str) -> Any:
+    for name in names:
+        value = getattr(config, name, None)
+        if value is not None:
+            return value
+    text = getattr(config, "text_config", None)
+    if text is not None and text is not config:
+        return _config_value(text, *names)
+    return None
+
+
+def check_model_inputs(
+    config: Any,
+    *,
+    model: str,
+    tokenizer: Any = None,
+    tokenizer_name: str | None = None,
+    max_length: int | None = None,
+) -> None:
+    """Check that the tokenizer and ``max_length`` fit the model described by ``config``.
+
+    Raises ``ValueError`` when the tokenizer has more tokens than the model's embedding has rows
+    (its ids would index past the embedding) or when ``max_length`` exceeds the model's context
+    (``max_position_embeddings``).
+    """
+    vocab = _config_value(config, "vocab_size")
+    if tokenizer is not None and vocab is not None:
+        n_tok = len(tokenizer)
+        if n_tok > int(vocab):
+            raise ValueError(
+                f"tokenizer '{tokenizer_name or getattr(tokenizer, 'name_or_path', '?')}' has "
+                f"{n_tok} tokens but model '{model}' has a vocabulary of {vocab}: they do not "
+                "belong together. Use the model's own tokenizer (data.tokenizer = the model path)"
+            )
+    context = _config_value(config, "max_position_embeddings", "n_positions", "max_sequence_length")
+    if max_length is not None and context is not None and max_length > int(context):
+        raise ValueError(
+            f"max_length {max_length} is above the context of model '{model}' "
+            f"(max_position_embeddings={context}); set data.max_length <= {context}"
+        )
+
+
+def check_reference_config(config: Any, reference: Any, *, model: str, reference_name: str) -> None:
+    """Refuse a reference model whose architecture differs from the trained model's.
+
+    Compares ``model_type``, ``vocab_size`` and ``hidden_size``: KL, NPO and adversarial targets
+    compare the two models' distributions token by token, which needs the same vocabulary.
+    """
+    fields = ("model_type", "vocab_size", "hidden_size")
+    mine = {f: _config_value(config, f) for f in fields}
+    theirs = {f: _config_value(reference, f) for f in fields}
+    diff = [f"{f}: {mine[f]!r} vs {theirs[f]!r}" for f in fields if mine[f] != theirs[f]]
+    if diff:
+        raise ValueError(
+            f"reference model '{reference_name}' is not the same architecture as model "
+            f"'{model}' ({'; '.join(diff)}). Give a reference of the same family and size "
+            "(reference_model_name_or_path), or leave it unset to use a frozen copy of the model"
+        )
+
+
+def load_config(
+    name_or_path: str, *, gguf_file: str | None = None, trust_remote_code: bool = False
+):
+    """The transformers config of a model reference, without loading its weights."""
+    from transformers import AutoConfig
+
+    source, gguf = resolve_model_source(name_or_path, gguf_file)
+    kwargs: dict[str, Any] = {"trust_remote_code": trust_remote_code}
+    if gguf is not None:
+        kwargs["gguf_file"] = gguf
+    try:
+        return AutoConfig.from_pretrained(source, **kwargs)
+    except (OSError, ValueError) as err:
+        raise OSError(f"could not read the config of model '{name_or_path}': {err}") from err

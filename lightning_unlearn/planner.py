@@ -136,40 +136,67 @@ def model_size(config, *, lora_rank: int | None = None) -> ModelSize:
 # ---------------------------------------------------------------------- methods
 @dataclass(frozen=True)
 class MethodNeeds:
-    """What a method keeps in memory besides the trained model (its class defaults)."""
+    """What a method's configuration keeps in memory besides the trained model (read from an
+    instance of its class: :attr:`UnlearningModule.uses_retain` / ``needs_reference``)."""
 
     name: str
-    uses_retain: bool  # a retain batch is forwarded in the same step: twice the activations
+    uses_retain: bool  # a retain batch is forwarded in the same step
     reference: bool  # a frozen copy of the original model (none with LoRA)
 
 
-METHODS: dict[str, MethodNeeds] = {
-    "ga": MethodNeeds("GradientAscent", False, False),
-    "ga_gd": MethodNeeds("GradientAscentDescent", True, False),
-    "ga_kl": MethodNeeds("GradientAscentKL", True, True),
-    "rl": MethodNeeds("RandomLabels", False, False),
-    "as": MethodNeeds("AdversarialSamples", False, True),
-    "npo": MethodNeeds("NegativePreferenceOptimization", False, True),
-    "simnpo": MethodNeeds("SimNPO", True, False),
-    "rmu": MethodNeeds("RepresentationMisdirection", True, True),
-    "undial": MethodNeeds("UNDIAL", False, True),
-    "whp": MethodNeeds("WhosHarryPotter", False, True),
-    "dpo": MethodNeeds("PreferenceUnlearning", False, True),
+#: short names of the shipped methods and the class each names (a dotted class path of your own
+#: subclass works as well)
+METHODS: dict[str, str] = {
+    "ga": "GradientAscent",
+    "ga_gd": "GradientAscentDescent",
+    "ga_kl": "GradientAscentKL",
+    "rl": "RandomLabels",
+    "as": "AdversarialSamples",
+    "npo": "NegativePreferenceOptimization",
+    "simnpo": "SimNPO",
+    "rmu": "RepresentationMisdirection",
+    "undial": "UNDIAL",
+    "whp": "WhosHarryPotter",
+    "dpo": "PreferenceUnlearning",
 }
 
 
-def method_needs(method: str) -> MethodNeeds:
-    """Look a method up by short name (``ga_kl``) or class name (``GradientAscentKL``)."""
+def method_class(method: str) -> type:
+    """The class of a short name (``ga_kl``), a class name (``GradientAscentKL``) or a dotted
+    class path (``my_package.MyMethod``)."""
+    import importlib
+
+    import lightning_unlearn
+
     key = method.lower().replace("-", "_").replace("+", "_")
-    if key in METHODS:
-        return METHODS[key]
-    for needs in METHODS.values():
-        if needs.name.lower() == method.lower().rsplit(".", 1)[-1]:
-            return needs
+    name = METHODS.get(key)
+    if name is None:
+        short = method.rsplit(".", 1)[-1]
+        name = next((n for n in METHODS.values() if n.lower() == short.lower()), None)
+    if name is not None:
+        return getattr(lightning_unlearn, name)
+    module, _, attr = method.rpartition(".")
+    if module:
+        try:
+            return getattr(importlib.import_module(module), attr)
+        except (ImportError, AttributeError):
+            pass
     raise ValueError(
-        f"unknown --method '{method}'; use a short name ({', '.join(METHODS)}) or a class name "
-        f"({', '.join(n.name for n in METHODS.values())})"
+        f"unknown --method '{method}'; use a short name ({', '.join(METHODS)}), a class name "
+        f"({', '.join(METHODS.values())}) or the dotted path of your UnlearningModule subclass"
     )
+
+
+def method_needs(method: str, *, retain_term: str | None = None) -> MethodNeeds:
+    """What ``method`` configured with ``retain_term`` (``None``: its paper's default) needs.
+
+    Read from an instance of the class (no model is loaded: models are built in
+    ``configure_model``), so the planner, the CLI's token budget and training always agree.
+    """
+    cls = method_class(method)
+    kwargs = {} if retain_term is None else {"retain_term": retain_term}
+    module = cls("<planned model>", **kwargs)
+    return MethodNeeds(cls.__name__, bool(module.uses_retain), bool(module.needs_reference))
 
 
 # ---------------------------------------------------------------------- strategies
@@ -432,6 +459,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--method", default="ga_kl", help=f"short name ({', '.join(METHODS)}) or class name"
     )
     parser.add_argument(
+        "--retain-term",
+        default=None,
+        choices=["none", "nll", "kl"],
+        help="the method's retain term (default: its paper's)",
+    )
+    parser.add_argument(
         "--strategy",
         default="deepspeed_zero3",
         help=f"preset ({', '.join(PRESETS)}) or a trainer YAML",
@@ -459,7 +492,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     config = load_model_config(args.model)
     size = model_size(config, lora_rank=args.lora_rank if args.lora else None)
-    method = method_needs(args.method)
+    method = method_needs(args.method, retain_term=args.retain_term)
     layout = strategy_layout(args.strategy)
     plan = plan_memory(
         size, method=method, layout=layout, gpus=args.gpus, nodes=args.nodes, lora=args.lora,

@@ -7,9 +7,12 @@ downloads anything.
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
+from typing import Any, Literal
 
 import torch
+from lightning.pytorch import Callback, LightningModule, Trainer
 
 _DEFAULT_TEXT = """
 The quick brown fox jumps over the lazy dog. Machine unlearning removes the influence of
@@ -136,3 +139,59 @@ def forget_nll(module, batch) -> float:
 
     module.eval()
     return token_nll(module(batch), batch["labels"]).item()
+
+
+class FaultInjection(Callback):
+    """Inject a fault at one training step (for reliability tests).
+
+    Args:
+        at_step: the global step (optimizer steps done) at whose batch the fault happens.
+        kind: ``"exception"`` raises ``RuntimeError``; ``"nan_loss"`` turns the trained weights to
+            NaN before the forward pass, so the loss is NaN; ``"nan_grad"`` puts a NaN into one
+            gradient after the backward pass; ``"hang"`` writes ``marker`` and sleeps, for a test
+            to kill the process from outside.
+        marker: file written when the fault fires (default: none).
+    """
+
+    def __init__(
+        self,
+        at_step: int,
+        kind: Literal["exception", "nan_loss", "nan_grad", "hang"] = "exception",
+        marker: str | None = None,
+    ) -> None:
+        if kind not in ("exception", "nan_loss", "nan_grad", "hang"):
+            raise ValueError(f"unknown fault kind {kind!r}")
+        self.at_step = int(at_step)
+        self.kind = kind
+        self.marker = marker
+
+    def _fire(self) -> None:
+        if self.marker:
+            Path(self.marker).write_text(self.kind)
+
+    def on_train_batch_start(
+        self, trainer: Trainer, pl_module: LightningModule, batch: Any, batch_idx: int
+    ) -> None:
+        if trainer.global_step != self.at_step:
+            return
+        if self.kind == "exception":
+            self._fire()
+            raise RuntimeError(f"injected fault at step {self.at_step}")
+        if self.kind == "nan_loss":
+            self._fire()
+            with torch.no_grad():
+                for p in pl_module.parameters():
+                    if p.requires_grad:
+                        p.fill_(float("nan"))
+        if self.kind == "hang":
+            self._fire()
+            while True:  # wait to be killed
+                time.sleep(1.0)
+
+    def on_after_backward(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        if self.kind == "nan_grad" and trainer.global_step == self.at_step:
+            self._fire()
+            for p in pl_module.parameters():
+                if p.grad is not None:
+                    p.grad.view(-1)[0] = float("nan")
+                    break

@@ -90,7 +90,7 @@ def test_fit_crashes_then_resumes_with_ckpt_path_last_and_writes_report_and_mode
         trainer={
             "callbacks": [
                 {
-                    "class_path": "lightning_unlearn.reliability.FaultInjection",
+                    "class_path": "lightning_unlearn.testing.FaultInjection",
                     "init_args": {"at_step": 3},
                 }
             ]
@@ -218,7 +218,8 @@ BAD_INPUTS = {
         [
             "unknown strategy 'deepspeed_zero9'",
             "deepspeed_zero3",
-            "--config configs/trainer/<name>.yaml",
+            "`lightning-unlearn configs` lists them",
+            "lightning_unlearn/configs/trainer/<name>.yaml",
             "deepspeed_stage_3",
         ],
     ),
@@ -330,3 +331,37 @@ def test_subprocess_bad_input_exit_code_and_no_traceback(config, tmp_path):
     assert "missing.jsonl' does not exist" in proc.stderr
     assert "Traceback" not in proc.stderr
     assert not (tmp_path / "out").exists()
+
+
+def test_bad_hyper_parameter_is_one_line_naming_it(config, tmp_path, capsys):
+    out = tmp_path / "out"
+    code = main(["fit", "--config", str(config()), "--model.learning_rate", "-1",
+                 "--output_dir", str(out)])  # fmt: skip
+    err = capsys.readouterr().err
+    assert code == 2
+    errors = [line for line in err.splitlines() if line.startswith("error:")]
+    assert errors == ["error: learning_rate must be > 0, got -1"], err[-2000:]
+    assert "Union" not in err and "Namespace(" not in err and "Traceback" not in err
+    assert "litlogger" not in err and "💡" not in err  # no advertisement either
+    assert not out.exists()
+
+
+@pytest.mark.parametrize(
+    ("method", "refused"), [("SimNPO", True), ("NegativePreferenceOptimization", False)]
+)
+def test_token_budget_counts_the_retain_window_of_the_configured_retain_term(
+    method, refused, config, tmp_path, capsys
+):
+    """SimNPO's paper default is an NLL retain term: its step holds a retain window too (2 x 64
+    x 2 tokens); NPO's default has none (2 x 64)."""
+    out = tmp_path / "out"
+    args = ["fit", "--config", str(config(method=method)), "--max_batch_tokens", "200",
+            "--output_dir", str(out), "--trainer.max_steps", "1", "--stop_at_target", "false",
+            "--export", "false"]  # fmt: skip
+    code = main(args)
+    err = capsys.readouterr().err
+    if refused:
+        assert code == 2
+        assert "batch_size 2 x max_length 64 x (1 forget + 1 retain) = 256 tokens" in err
+    else:
+        assert code == 0, err[-2000:]

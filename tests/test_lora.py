@@ -163,3 +163,43 @@ def test_rmu_with_lora_trains_only_the_chosen_adapters(tiny_model_dir):
             layer=1,
             lora={"r": 4, "target_modules": ["q_proj"]},
         )
+
+
+@pytest.fixture(scope="module")
+def dropout_model_dir(tmp_path_factory):
+    """A tiny model whose attention drops half its weights in train mode (like GPT-2 / OPT)."""
+    from lightning_unlearn.testing import build_tiny_model
+
+    return build_tiny_model(tmp_path_factory.mktemp("dropout"), attention_dropout=0.5)
+
+
+REFERENCE_METHODS = [
+    (GradientAscentKL, {}),
+    (NegativePreferenceOptimization, {}),
+    (UNDIAL, {}),
+    (RepresentationMisdirection, {"layer": 1}),
+]
+
+
+@pytest.mark.parametrize(
+    "cls, kwargs", REFERENCE_METHODS, ids=[c.__name__ for c, _ in REFERENCE_METHODS]
+)
+def test_lora_reference_forward_is_deterministic_under_dropout(
+    cls, kwargs, dropout_model_dir, forget_batch
+):
+    """With adapters disabled the reference runs in eval mode: two calls give equal outputs while
+    the model trains (dropout on), and every module's train/eval mode is restored after."""
+    module = build(cls, dropout_model_dir, lora=LORA, **kwargs)
+    module.train()
+    modes = {n: m.training for n, m in module.named_modules()}
+    reference = (
+        module.reference_activations
+        if isinstance(module, RepresentationMisdirection)
+        else module.reference_logits
+    )
+    first, second = reference(forget_batch), reference(forget_batch)
+    assert torch.equal(first, second)
+    assert {n: m.training for n, m in module.named_modules()} == modes
+    # dropout is really on in train mode: two training forwards differ
+    with torch.no_grad():
+        assert not torch.equal(module(forget_batch), module(forget_batch))

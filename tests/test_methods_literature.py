@@ -12,6 +12,7 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
+from transformers import AutoModelForCausalLM
 
 from lightning_unlearn import (
     UNDIAL,
@@ -26,7 +27,7 @@ from lightning_unlearn.losses import (
     argmax_labels,
     dpo_loss,
     npo_loss,
-    retain_term,
+    retain_term_loss,
     sequence_logprob,
     simnpo_loss,
     target_counts,
@@ -169,12 +170,12 @@ def test_argmax_labels_and_retain_terms():
     logits = torch.tensor([[[0.0, 3.0, 1.0], [2.0, 0.0, 1.0], [0.0, 0.0, 9.0]]])
     labels = torch.tensor([[0, 2, -100]])
     assert argmax_labels(logits, labels).tolist() == [[-100, 1, -100]]
-    assert retain_term("kl", logits, labels, logits).item() == pytest.approx(0.0, abs=1e-7)
-    assert retain_term("nll", logits, labels).item() == pytest.approx(
+    assert retain_term_loss("kl", logits, labels, logits).item() == pytest.approx(0.0, abs=1e-7)
+    assert retain_term_loss("nll", logits, labels).item() == pytest.approx(
         -F.log_softmax(logits[0, 0], -1)[2].item()
     )
     with pytest.raises(ValueError, match="needs the reference"):
-        retain_term("kl", logits, labels)
+        retain_term_loss("kl", logits, labels)
 
 
 def test_rmu_steering_vector_is_a_seeded_scaled_unit_vector():
@@ -304,10 +305,17 @@ def test_whos_harry_potter_reinforces_then_unlearns(
         assert token_nll(module.reinforced_logits(forget_batch), forget_batch["labels"]) < 0.1
     assert nll(module, forget_batch) > before + 0.3
     generic, labels = module.forget_targets(forget_batch)
-    expected = whp_generic_logits(
-        module.reference_logits(forget_batch), module.reinforced_logits(forget_batch), alpha=5.0
-    )
-    assert torch.equal(generic, expected) and torch.equal(labels, forget_batch["labels"])
+    # eq. 1 written out on logits computed here: the untouched original from disk (v_b) and the
+    # reinforced model (v_r); v_generic = v_b - alpha * relu(v_r - v_b)
+    original = AutoModelForCausalLM.from_pretrained(trained_tiny_model_dir).eval()
+    inputs = {k: forget_batch[k] for k in ("input_ids", "attention_mask")}
+    with torch.no_grad():
+        v_b = original(**inputs).logits.float()
+        v_r = reinforced(**inputs).logits.float()
+    expected = v_b - 5.0 * torch.clamp(v_r - v_b, min=0.0)
+    assert torch.allclose(generic, expected, atol=1e-4)
+    assert not torch.allclose(generic, v_b, atol=1e-2)  # the reinforced boost was subtracted
+    assert torch.equal(labels, forget_batch["labels"])
 
 
 def test_whos_harry_potter_refuses_to_reinforce_a_zero3_sharded_model(tiny_model_dir, forget_batch):

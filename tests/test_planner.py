@@ -12,6 +12,7 @@ from lightning_unlearn.planner import (
     GIB,
     METHODS,
     PRESETS,
+    MethodNeeds,
     layout_from_yaml,
     load_model_config,
     method_needs,
@@ -58,7 +59,11 @@ def test_zero2_matches_deepspeed_estimator_exactly(llama7b, gpus, nodes):
     from deepspeed.runtime.zero.stage_1_and_2 import estimate_zero2_model_states_mem_needs
 
     plan = plan_memory(
-        llama7b, method=METHODS["ga"], layout=PRESETS["deepspeed_zero2"], gpus=gpus, nodes=nodes
+        llama7b,
+        method=method_needs("ga"),
+        layout=PRESETS["deepspeed_zero2"],
+        gpus=gpus,
+        nodes=nodes,
     )
     _, ds_gpu = estimate_zero2_model_states_mem_needs(llama7b.total, gpus, nodes, cpu_offload=False)
     assert states(plan) == pytest.approx(ds_gpu, rel=1e-6)
@@ -70,7 +75,11 @@ def test_zero3_within_12_percent_above_deepspeed_estimator(llama7b, gpus, nodes)
     from deepspeed.runtime.zero.stage3 import estimate_zero3_model_states_mem_needs
 
     plan = plan_memory(
-        llama7b, method=METHODS["ga"], layout=PRESETS["deepspeed_zero3"], gpus=gpus, nodes=nodes
+        llama7b,
+        method=method_needs("ga"),
+        layout=PRESETS["deepspeed_zero3"],
+        gpus=gpus,
+        nodes=nodes,
     )
     _, ds_gpu, _ = estimate_zero3_model_states_mem_needs(
         llama7b.total,
@@ -88,7 +97,7 @@ def test_zero3_offload_matches_deepspeed_estimator(llama7b, offload_params):
     from deepspeed.runtime.zero.stage3 import estimate_zero3_model_states_mem_needs
 
     name = "deepspeed_zero3_offload_params" if offload_params else "deepspeed_zero3_offload"
-    plan = plan_memory(llama7b, method=METHODS["ga"], layout=PRESETS[name], gpus=8, nodes=2)
+    plan = plan_memory(llama7b, method=method_needs("ga"), layout=PRESETS[name], gpus=8, nodes=2)
     ds_cpu, ds_gpu, _ = estimate_zero3_model_states_mem_needs(
         llama7b.total, llama7b.largest_layer, 8, 2, cpu_offload=True,
         cpu_offload_params=offload_params, zero_init=True, additional_buffer_factor=1.0,
@@ -105,7 +114,7 @@ def test_zero3_offload_matches_deepspeed_estimator(llama7b, offload_params):
 
 def test_reference_model_cost_per_case(llama7b):
     zero3, ddp = PRESETS["deepspeed_zero3"], PRESETS["ddp"]
-    ga, ga_kl = METHODS["ga"], METHODS["ga_kl"]
+    ga, ga_kl = method_needs("ga"), method_needs("ga_kl")
     # ZeRO-3: a second copy, sharded like the model (bf16 weights / 8 GPUs)
     plan = plan_memory(llama7b, method=ga_kl, layout=zero3, gpus=8)
     assert plan.gpu["reference model"] == pytest.approx(2 * llama7b.total / 8, abs=1)
@@ -127,7 +136,7 @@ def test_reference_model_cost_per_case(llama7b):
 
 
 def test_activations_and_checkpointing(llama7b):
-    kw = dict(method=METHODS["ga_gd"], layout=PRESETS["deepspeed_zero3"], gpus=8, seq_len=4096)
+    kw = dict(method=method_needs("ga_gd"), layout=PRESETS["deepspeed_zero3"], gpus=8, seq_len=4096)
     full = plan_memory(llama7b, **kw)
     ckpt = plan_memory(llama7b, gradient_checkpointing=True, **kw)
     per_layer = 20 * 4096 + 4 * 4096 + 8 * 11008
@@ -147,14 +156,8 @@ def test_presets_agree_with_the_yaml_files():
 
 
 def test_method_lookup_and_errors():
-    assert method_needs("GradientAscentKL") is METHODS["ga_kl"]
-    assert method_needs("GA+KL") is METHODS["ga_kl"]
-    from lightning_unlearn import methods
-
-    for needs in METHODS.values():
-        cls = getattr(methods, needs.name)  # every class the table names exists
-        if needs.name in ("GradientAscent", "GradientAscentDescent", "GradientAscentKL"):
-            assert (cls.uses_retain, cls.needs_reference) == (needs.uses_retain, needs.reference)
+    assert method_needs("GradientAscentKL") == method_needs("ga_kl") == method_needs("GA+KL")
+    assert method_needs("lightning_unlearn.methods.GradientAscentKL") == method_needs("ga_kl")
     with pytest.raises(ValueError, match="unknown --method 'gax'.*ga_kl"):
         method_needs("gax")
     with pytest.raises(ValueError, match="unknown --strategy 'zero9'.*deepspeed_zero3"):
@@ -180,7 +183,7 @@ def test_main_prints_table_and_verdict(capsys, tiny_model_dir):
 
 
 def test_plan_totals(llama7b):
-    plan = plan_memory(llama7b, method=METHODS["ga_kl"], layout=PRESETS["deepspeed_zero3_offload"], gpus=8,
+    plan = plan_memory(llama7b, method=method_needs("ga_kl"), layout=PRESETS["deepspeed_zero3_offload"], gpus=8,
                        cpu_memory_gib=64)  # fmt: skip
     assert plan.gpu_total == sum(plan.gpu.values()) and plan.gpu["optimizer states"] == 0
     # 16 B x 6.74B parameters of optimizer state in RAM = 100 GiB > 64 GiB
@@ -188,3 +191,41 @@ def test_plan_totals(llama7b):
         16 * llama7b.total / GIB, rel=1e-6
     )
     assert not plan.fits
+
+
+@pytest.mark.parametrize("short", sorted(METHODS))
+@pytest.mark.parametrize("retain_term", [None, "none", "nll", "kl"])
+def test_planner_and_classes_agree_for_every_method_and_retain_term(short, retain_term):
+    """The plan holds retain activations and a reference copy exactly when a module of that class,
+    so configured, trains on retain batches / loads a reference (read off a built instance)."""
+    import lightning_unlearn
+
+    cls = getattr(lightning_unlearn, METHODS[short])
+    if short == "rmu" and retain_term not in (None, "none"):
+        with pytest.raises(ValueError, match="RMU's retain term is its own"):
+            method_needs(short, retain_term=retain_term)
+        return
+    kwargs = {} if retain_term is None else {"retain_term": retain_term}
+    module = cls("unused-path", **kwargs)
+    needs = method_needs(short, retain_term=retain_term)
+    assert (needs.uses_retain, needs.reference) == (module.uses_retain, module.needs_reference)
+    expected_retain = {"nll": True, "kl": True, "none": False}.get(retain_term or "")
+    if expected_retain is not None and short != "rmu":
+        assert needs.uses_retain is expected_retain
+        if retain_term == "kl":
+            assert needs.reference
+    llama = load_model_config("llama-7b")
+    size = model_size(llama)
+    plan = plan_memory(size, method=needs, layout=PRESETS["single_gpu"], gpus=1, seq_len=512)
+    alone = plan_memory(
+        size, method=MethodNeeds("x", False, False), layout=PRESETS["single_gpu"], gpus=1,
+        seq_len=512,
+    )  # fmt: skip
+    assert (plan.gpu["activations"] > alone.gpu["activations"]) is needs.uses_retain
+    assert (plan.gpu["reference model"] > 0) is needs.reference
+
+
+def test_paper_defaults_of_the_retain_term():
+    defaults = {k: method_needs(k) for k in METHODS}
+    assert [k for k, n in defaults.items() if n.uses_retain] == ["ga_gd", "ga_kl", "simnpo", "rmu"]
+    assert not defaults["simnpo"].reference and defaults["npo"].reference

@@ -16,16 +16,12 @@ import pytest
 import torch
 
 from lightning_unlearn import GradientAscent, GradientAscentDescent
+from lightning_unlearn.callbacks import FiniteModelCheckpoint, StepSeeding
+from lightning_unlearn.configs import check_batch_budget, check_strategy
 from lightning_unlearn.data import UnlearningDataModule
+from lightning_unlearn.io import staged_outputs
 from lightning_unlearn.methods.base import DivergenceError
-from lightning_unlearn.reliability import (
-    FaultInjection,
-    FiniteModelCheckpoint,
-    StepSeeding,
-    check_batch_budget,
-    check_strategy,
-    staged_outputs,
-)
+from lightning_unlearn.testing import FaultInjection
 
 HERE = Path(__file__).resolve().parent
 

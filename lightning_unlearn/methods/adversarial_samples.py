@@ -17,7 +17,7 @@ from .base import UnlearningModule
 class AdversarialSamples(UnlearningModule):
     """Fine-tune on the original model's best wrong prediction at every forget position."""
 
-    needs_reference = True
+    forget_needs_reference = True
 
     def forget_targets(self, batch: dict[str, Tensor]) -> Tensor:
         """Adversarial labels aligned like ``batch['labels']``."""

@@ -1,9 +1,16 @@
 """The base class of every unlearning method.
 
 ``UnlearningModule.training_step`` is written once: it computes the method's forget term and, when
-the method has one, its retain term, weights and sums them, and logs each part. A method (or a
-researcher's subclass) overrides only what differs: :meth:`forget_loss`, :meth:`retain_loss`, or
-``needs_reference`` when it needs a frozen copy of the original model.
+the configuration has one, its retain term, weights and sums them, and logs each part. A method
+(or a researcher's subclass) overrides only what differs: usually :meth:`forget_loss`, and
+``forget_needs_reference = True`` when its forget term compares against the frozen original.
+
+The retain term lives here, once: ``retain_term`` is ``"none"``, ``"nll"`` (gradient descent on
+retain data) or ``"kl"`` (``KL(P_ref || P_theta)`` to the frozen original); each method's class
+sets its paper's default. Whether a run uses retain data (:attr:`UnlearningModule.uses_retain`)
+and whether it needs a reference model (:attr:`UnlearningModule.needs_reference`) follow from the
+instance's configuration; the CLI's token budget, the data module and the memory planner all read
+them from there.
 
 The common objective (Yao et al., ACL 2024, "Machine Unlearning of Pre-trained Large Language
 Models", arXiv:2402.15159)::
@@ -25,15 +32,29 @@ from torch import Tensor, nn
 
 from ..evaluation.metrics import EVAL_SPLITS, UnlearningEvaluator
 from ..io import atomic_directory
-from ..losses import IGNORE_INDEX, token_nll, token_statistics
+from ..losses import (
+    IGNORE_INDEX,
+    RETAIN_TERMS,
+    check_retain_term,
+    retain_term_loss,
+    token_nll,
+    token_statistics,
+)
 from ..models import (
     LoraSettings,
     apply_lora,
+    check_model_inputs,
+    check_reference_config,
+    eval_mode,
     freeze,
     load_causal_lm,
+    load_config,
     load_tokenizer,
     model_inputs,
 )
+
+#: the retain terms the base class computes (``"none"``: no retain data is used)
+RetainTerm = Literal["none", "nll", "kl"]
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +79,11 @@ class UnlearningModule(LightningModule):
             the same module with adapters disabled, so no second copy of the weights exists.
         gradient_checkpointing: recompute activations in the backward pass to save memory.
         forget_weight: weight of the forget term.
-        retain_weight: weight of the retain term (the paper's lambda; ignored by methods without one).
+        retain_term: the retain term on retain data: ``"none"`` (no retain data), ``"nll"``
+            (gradient descent: NLL of the retain text, GA+GD / NPO+RT) or ``"kl"``
+            (``KL(P_ref || P_theta)`` to the frozen original, GA+KL / NPO+KL). Each method's class
+            sets its paper's default.
+        retain_weight: weight of the retain term (the paper's lambda; unused with ``"none"``).
         learning_rate: AdamW learning rate (paper: 2e-5 for full fine-tuning).
         weight_decay: AdamW weight decay (paper: 0).
         warmup_ratio: fraction of the total optimizer steps spent in linear warm-up (paper: 0.03).
@@ -71,10 +96,9 @@ class UnlearningModule(LightningModule):
             architecture (model type, vocabulary, hidden size).
     """
 
-    #: methods that compare against the frozen original model set this to True
-    needs_reference: ClassVar[bool] = False
-    #: methods that train on the retain batch set this to True
-    uses_retain: ClassVar[bool] = False
+    #: the method's *forget term* compares against the frozen original model (a class fact; the
+    #: retain term's need follows from ``retain_term``: see :attr:`needs_reference`)
+    forget_needs_reference: ClassVar[bool] = False
 
     def __init__(
         self,
@@ -87,6 +111,7 @@ class UnlearningModule(LightningModule):
         lora: LoraSettings | None = None,
         gradient_checkpointing: bool = False,
         forget_weight: float = 1.0,
+        retain_term: RetainTerm = "none",
         retain_weight: float = 1.0,
         learning_rate: float = 2e-5,
         weight_decay: float = 0.0,
@@ -106,6 +131,7 @@ class UnlearningModule(LightningModule):
             _check_number("max_forget_nll", max_forget_nll, low=0.0, strict=True)
         if scheduler not in ("cosine", "constant"):
             raise ValueError(f"scheduler must be 'cosine' or 'constant', got {scheduler!r}")
+        check_retain_term(retain_term)
         if isinstance(lora, dict):
             lora = LoraSettings(**lora)
         self.model_name_or_path = str(model_name_or_path)
@@ -116,6 +142,7 @@ class UnlearningModule(LightningModule):
         self.lora = lora
         self.gradient_checkpointing = gradient_checkpointing
         self.forget_weight = float(forget_weight)
+        self.retain_term = retain_term
         self.retain_weight = float(retain_weight)
         self.learning_rate = float(learning_rate)
         self.weight_decay = float(weight_decay)
@@ -131,6 +158,18 @@ class UnlearningModule(LightningModule):
         self._forget_capture: dict[str, Any] | None = None
         # the reference model is rebuilt from the original weights: keep it out of checkpoints
         self.strict_loading = False
+
+    # ------------------------------------------------------------------ what the run needs
+    @property
+    def uses_retain(self) -> bool:
+        """This configuration trains on retain batches (``retain_term`` is not ``"none"``)."""
+        return self.retain_term != "none"
+
+    @property
+    def needs_reference(self) -> bool:
+        """This configuration compares against the frozen original model (its forget term, or a
+        KL retain term). With LoRA the reference is the base with adapters disabled."""
+        return self.forget_needs_reference or self.retain_term == "kl"
 
     # ------------------------------------------------------------------ model construction
     def load_model(self) -> nn.Module:
@@ -167,8 +206,6 @@ class UnlearningModule(LightningModule):
 
     def _load_reference(self, model: nn.Module) -> nn.Module:
         """Load the user-supplied reference model after checking its architecture."""
-        from ..reliability import check_reference_config, load_config
-
         name = str(self.reference_model_name_or_path)
         check_reference_config(
             model.config,
@@ -185,8 +222,6 @@ class UnlearningModule(LightningModule):
         datamodule = getattr(trainer, "datamodule", None) if trainer is not None else None
         if datamodule is None or not hasattr(datamodule, "max_length"):
             return
-        from ..reliability import check_model_inputs
-
         check_model_inputs(
             model.config,
             model=self.model_name_or_path,
@@ -236,16 +271,21 @@ class UnlearningModule(LightningModule):
 
     @torch.no_grad()
     def reference_logits(self, batch: dict[str, Tensor]) -> Tensor:
-        """Logits of the frozen original model: the one place every method gets them from."""
+        """Logits of the frozen original model: the one place every method gets them from.
+
+        With LoRA the original is the trained model with its adapters disabled, run in eval mode
+        (no dropout: the same logits at every call, like the separate reference, which is always
+        in eval mode); the model's train/eval modes are restored afterwards.
+        """
         self._require_model()
         inputs = model_inputs(batch)
         if self.lora is not None and self.reference is None:
-            with self.model.disable_adapter():
+            with self.model.disable_adapter(), eval_mode(self.model):
                 return self.model(**inputs, use_cache=False).logits
         if self.reference is None:
             raise RuntimeError(
                 f"{type(self).__name__} asked for reference logits but has no reference model; "
-                "set needs_reference = True on the class"
+                "set forget_needs_reference = True on the class"
             )
         return self.reference(**inputs, use_cache=False).logits
 
@@ -255,8 +295,10 @@ class UnlearningModule(LightningModule):
         raise NotImplementedError(f"{type(self).__name__} must implement forget_loss")
 
     def retain_loss(self, batch: dict[str, Tensor]) -> Tensor:
-        """The retain term on one retain batch (only called when ``uses_retain`` is True)."""
-        raise NotImplementedError(f"{type(self).__name__} sets uses_retain but has no retain_loss")
+        """The retain term on one retain batch (called when :attr:`uses_retain`): the NLL of the
+        retain text, or its KL divergence from the frozen original (``retain_term``)."""
+        reference = self.reference_logits(batch) if self.retain_term == "kl" else None
+        return retain_term_loss(self.retain_term, self(batch), batch["labels"], reference)
 
     # ------------------------------------------------------------------ training
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor:
@@ -419,7 +461,8 @@ def _check_number(name: str, value: float, *, low: float, strict: bool = False) 
     )
     if bad:
         op = ">" if strict else ">="
-        raise ValueError(f"{name} must be {op} {low}, got {value!r}")
+        shown = f"{value:g}" if isinstance(value, (int, float)) else repr(value)
+        raise ValueError(f"{name} must be {op} {low:g}, got {shown}")
 
 
 def _check_targets(batch: dict[str, Tensor], part: str) -> None:
@@ -446,4 +489,4 @@ def _lr_lambda(warmup: int, total: int, kind: str):
 
 
 # re-exported helpers for subclasses
-__all__ = ["UnlearningModule", "DivergenceError", "token_nll"]
+__all__ = ["UnlearningModule", "DivergenceError", "RetainTerm", "RETAIN_TERMS", "token_nll"]

@@ -24,9 +24,9 @@ from typing import Literal
 import torch
 from torch import Tensor
 
-from ..losses import IGNORE_INDEX, check_retain_term, dpo_loss, retain_term, sequence_logprob
+from ..losses import IGNORE_INDEX, dpo_loss, sequence_logprob
 from ..models import freeze, load_tokenizer, random_like
-from .base import UnlearningModule
+from .base import RetainTerm, UnlearningModule
 
 
 class PreferenceUnlearning(UnlearningModule):
@@ -43,11 +43,11 @@ class PreferenceUnlearning(UnlearningModule):
         max_alternative_tokens: cap on sampled alternative length.
         random_seed: seed of the random model and of its sampling.
         retain_term: ``"none"``, ``"nll"`` or ``"kl"`` on retain data, weighted by
-            ``retain_weight``.
+            ``retain_weight``; see :class:`UnlearningModule`.
         **kwargs: see :class:`UnlearningModule`.
     """
 
-    needs_reference = True
+    forget_needs_reference = True
 
     def __init__(
         self,
@@ -59,7 +59,7 @@ class PreferenceUnlearning(UnlearningModule):
         alternative_text: str = "I'm sorry, I don't know that.",
         max_alternative_tokens: int = 64,
         random_seed: int = 1234,
-        retain_term: Literal["none", "nll", "kl"] = "none",
+        retain_term: RetainTerm = "none",
         **kwargs,
     ) -> None:
         if beta <= 0:
@@ -74,16 +74,13 @@ class PreferenceUnlearning(UnlearningModule):
             raise ValueError("alternative_text is empty; give the refusal the model should prefer")
         if max_alternative_tokens < 1:
             raise ValueError(f"max_alternative_tokens must be >= 1, got {max_alternative_tokens}")
-        check_retain_term(retain_term)
-        super().__init__(model_name_or_path, **kwargs)
+        super().__init__(model_name_or_path, retain_term=retain_term, **kwargs)
         self.beta = float(beta)
         self.prompt_tokens = int(prompt_tokens)
         self.alternative = alternative
         self.alternative_text = alternative_text
         self.max_alternative_tokens = int(max_alternative_tokens)
         self.random_seed = int(random_seed)
-        self.retain_term = retain_term
-        self.uses_retain = retain_term != "none"
         self.random_model = None
         self._refusal_ids: list[int] | None = None
 
@@ -174,7 +171,3 @@ class PreferenceUnlearning(UnlearningModule):
             sequence_logprob(self.reference_logits(rejected), rejected["labels"]),
             beta=self.beta,
         )
-
-    def retain_loss(self, batch: dict[str, Tensor]) -> Tensor:
-        reference = self.reference_logits(batch) if self.retain_term == "kl" else None
-        return retain_term(self.retain_term, self(batch), batch["labels"], reference)

@@ -16,12 +16,10 @@ With packed batches (several documents in one row) a "sequence" is a row.
 
 from __future__ import annotations
 
-from typing import Literal
-
 from torch import Tensor
 
-from ..losses import check_retain_term, npo_loss, retain_term, sequence_logprob
-from .base import UnlearningModule
+from ..losses import npo_loss, sequence_logprob
+from .base import RetainTerm, UnlearningModule
 
 
 class NegativePreferenceOptimization(UnlearningModule):
@@ -29,35 +27,28 @@ class NegativePreferenceOptimization(UnlearningModule):
 
     Args:
         beta: inverse temperature of NPO (paper: 0.1). Smaller is closer to gradient ascent.
-        retain_term: ``"none"``, ``"nll"`` (NPO+RT) or ``"kl"`` (NPO+KL) on retain data, weighted by
-            ``retain_weight``.
+        retain_term: ``"none"`` (the paper's NPO), ``"nll"`` (NPO+RT) or ``"kl"`` (NPO+KL) on retain
+            data, weighted by ``retain_weight``; see :class:`UnlearningModule`.
         **kwargs: see :class:`UnlearningModule`.
     """
 
-    needs_reference = True
+    forget_needs_reference = True
 
     def __init__(
         self,
         model_name_or_path: str,
         *,
         beta: float = 0.1,
-        retain_term: Literal["none", "nll", "kl"] = "none",
+        retain_term: RetainTerm = "none",
         **kwargs,
     ) -> None:
         if beta <= 0:
             raise ValueError(f"beta must be > 0, got {beta}")
-        check_retain_term(retain_term)
-        super().__init__(model_name_or_path, **kwargs)
+        super().__init__(model_name_or_path, retain_term=retain_term, **kwargs)
         self.beta = float(beta)
-        self.retain_term = retain_term
-        self.uses_retain = retain_term != "none"
 
     def forget_loss(self, batch: dict[str, Tensor]) -> Tensor:
         labels = batch["labels"]
         logprob = sequence_logprob(self(batch), labels)
         reference = sequence_logprob(self.reference_logits(batch), labels)
         return npo_loss(logprob, reference, beta=self.beta)
-
-    def retain_loss(self, batch: dict[str, Tensor]) -> Tensor:
-        reference = self.reference_logits(batch) if self.retain_term == "kl" else None
-        return retain_term(self.retain_term, self(batch), batch["labels"], reference)

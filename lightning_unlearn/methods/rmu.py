@@ -23,7 +23,7 @@ import torch
 from torch import Tensor, nn
 
 from ..losses import activation_mse
-from ..models import model_inputs
+from ..models import eval_mode, model_inputs
 from .base import UnlearningModule
 
 
@@ -67,9 +67,6 @@ class RepresentationMisdirection(UnlearningModule):
         **kwargs: see :class:`UnlearningModule`.
     """
 
-    uses_retain = True
-    needs_reference = True
-
     def __init__(
         self,
         model_name_or_path: str,
@@ -86,6 +83,11 @@ class RepresentationMisdirection(UnlearningModule):
             raise ValueError(f"layer must be a decoder layer index >= 0, got {layer}")
         if steering_coefficient <= 0:
             raise ValueError(f"steering_coefficient must be > 0, got {steering_coefficient}")
+        if kwargs.get("retain_term", "none") != "none":
+            raise ValueError(
+                "RMU's retain term is its own (the frozen model's activations at `layer`, weighted "
+                f"by retain_weight); retain_term={kwargs['retain_term']!r} does not apply to it"
+            )
         super().__init__(model_name_or_path, retain_weight=retain_weight, **kwargs)
         self.layer = int(layer)
         self.steering_coefficient = float(steering_coefficient)
@@ -96,6 +98,18 @@ class RepresentationMisdirection(UnlearningModule):
         self.seed = int(seed)
         # c * u, set in configure_model once the hidden size is known
         self.register_buffer("steering", None, persistent=False)
+
+    # ------------------------------------------------------------------ what the run needs
+    @property
+    def uses_retain(self) -> bool:
+        """RMU always keeps retain activations in place: it trains on retain batches."""
+        return True
+
+    @property
+    def needs_reference(self) -> bool:
+        """The retain term compares with the frozen model's activations (with LoRA: the base with
+        adapters disabled)."""
+        return True
 
     # ------------------------------------------------------------------ model set-up
     def configure_model(self) -> None:
@@ -161,11 +175,12 @@ class RepresentationMisdirection(UnlearningModule):
 
     @torch.no_grad()
     def reference_activations(self, batch: dict[str, Tensor]) -> Tensor:
-        """Hidden states of the frozen original at ``layer`` (adapters disabled with LoRA)."""
+        """Hidden states of the frozen original at ``layer`` (with LoRA: adapters disabled, in eval
+        mode, the modes restored after)."""
         self._require_model()
         if self.lora is not None:
             layer = decoder_layers(self.hf_model)[self.layer]
-            with self.model.disable_adapter():
+            with self.model.disable_adapter(), eval_mode(self.model):
                 return self._activations(self.model, layer, batch)
         return self._activations(self.reference, decoder_layers(self.reference)[self.layer], batch)
 

@@ -13,12 +13,10 @@ delta 0 for Llama-3.2-1B; tune per model).
 
 from __future__ import annotations
 
-from typing import Literal
-
 from torch import Tensor
 
-from ..losses import check_retain_term, retain_term, sequence_logprob, simnpo_loss, target_counts
-from .base import UnlearningModule
+from ..losses import sequence_logprob, simnpo_loss, target_counts
+from .base import RetainTerm, UnlearningModule
 
 
 class SimNPO(UnlearningModule):
@@ -28,7 +26,7 @@ class SimNPO(UnlearningModule):
         beta: inverse temperature (paper, TOFU: 2.5).
         delta: reward margin subtracted inside the sigmoid (paper's gamma; TOFU: 0).
         retain_term: ``"none"``, ``"nll"`` (the paper's setting) or ``"kl"`` on retain data,
-            weighted by ``retain_weight``.
+            weighted by ``retain_weight``; see :class:`UnlearningModule`.
         **kwargs: see :class:`UnlearningModule`.
     """
 
@@ -38,24 +36,16 @@ class SimNPO(UnlearningModule):
         *,
         beta: float = 2.5,
         delta: float = 0.0,
-        retain_term: Literal["none", "nll", "kl"] = "nll",
+        retain_term: RetainTerm = "nll",
         **kwargs,
     ) -> None:
         if beta <= 0:
             raise ValueError(f"beta must be > 0, got {beta}")
-        check_retain_term(retain_term)
-        super().__init__(model_name_or_path, **kwargs)
+        super().__init__(model_name_or_path, retain_term=retain_term, **kwargs)
         self.beta = float(beta)
         self.delta = float(delta)
-        self.retain_term = retain_term
-        self.uses_retain = retain_term != "none"
-        self.needs_reference = retain_term == "kl"
 
     def forget_loss(self, batch: dict[str, Tensor]) -> Tensor:
         labels = batch["labels"]
         logprob = sequence_logprob(self(batch), labels)
         return simnpo_loss(logprob, target_counts(labels), beta=self.beta, delta=self.delta)
-
-    def retain_loss(self, batch: dict[str, Tensor]) -> Tensor:
-        reference = self.reference_logits(batch) if self.retain_term == "kl" else None
-        return retain_term(self.retain_term, self(batch), batch["labels"], reference)

@@ -12,12 +12,10 @@ the update is bounded, unlike gradient ascent. The paper uses LoRA (r 8, alpha 1
 
 from __future__ import annotations
 
-from typing import Literal
-
 from torch import Tensor
 
-from ..losses import check_retain_term, retain_term, soft_target_cross_entropy, undial_target_logits
-from .base import UnlearningModule
+from ..losses import soft_target_cross_entropy, undial_target_logits
+from .base import RetainTerm, UnlearningModule
 
 
 class UNDIAL(UnlearningModule):
@@ -27,27 +25,24 @@ class UNDIAL(UnlearningModule):
         strength: how much the true next token's logit is lowered in the target (the paper's
             gamma, often called beta in code; paper range 3-30).
         retain_term: ``"none"`` (paper), ``"nll"`` or ``"kl"`` on retain data, weighted by
-            ``retain_weight``.
+            ``retain_weight``; see :class:`UnlearningModule`.
         **kwargs: see :class:`UnlearningModule`.
     """
 
-    needs_reference = True
+    forget_needs_reference = True
 
     def __init__(
         self,
         model_name_or_path: str,
         *,
         strength: float = 10.0,
-        retain_term: Literal["none", "nll", "kl"] = "none",
+        retain_term: RetainTerm = "none",
         **kwargs,
     ) -> None:
         if strength < 0:
             raise ValueError(f"strength must be >= 0, got {strength}")
-        check_retain_term(retain_term)
-        super().__init__(model_name_or_path, **kwargs)
+        super().__init__(model_name_or_path, retain_term=retain_term, **kwargs)
         self.strength = float(strength)
-        self.retain_term = retain_term
-        self.uses_retain = retain_term != "none"
 
     def forget_targets(self, batch: dict[str, Tensor]) -> Tensor:
         """Adjusted target logits, aligned like the model's logits."""
@@ -57,7 +52,3 @@ class UNDIAL(UnlearningModule):
 
     def forget_loss(self, batch: dict[str, Tensor]) -> Tensor:
         return soft_target_cross_entropy(self(batch), batch["labels"], self.forget_targets(batch))
-
-    def retain_loss(self, batch: dict[str, Tensor]) -> Tensor:
-        reference = self.reference_logits(batch) if self.retain_term == "kl" else None
-        return retain_term(self.retain_term, self(batch), batch["labels"], reference)

@@ -149,7 +149,7 @@ class WhosHarryPotter(UnlearningModule):
         **kwargs: see :class:`UnlearningModule`.
     """
 
-    needs_reference = True
+    forget_needs_reference = True
 
     def __init__(
         self,
