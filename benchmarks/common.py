@@ -217,9 +217,11 @@ class DemoTask:
         eval_batch_size: int = 8,
         packing: bool = False,
         model_dir: Path | None = None,
+        **options: Any,
     ):
         """The data module the demo uses; ``retain="general"`` trains the retain term on the
         general split (the paper's "general" retain data) while still *evaluating* the retain split.
+        ``options`` are more data-module options (``eval_subset``...).
         """
         from lightning_unlearn.data import UnlearningDataModule
 
@@ -238,6 +240,7 @@ class DemoTask:
             eval_batch_size=eval_batch_size,
             cache_dir=str(Path(s.cache_dir) / "data"),
             seed=s.seed,
+            **options,
         )
 
 

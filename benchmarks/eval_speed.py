@@ -44,10 +44,14 @@ def _logits(model, batch):
 
 @torch.no_grad()
 def one_pass(model, batches: dict[str, list[dict]]) -> dict[str, float]:
-    """The library: ``evaluate_splits`` (one forward per chunk, every metric from it)."""
+    """The library: ``evaluate_splits`` (one forward per chunk, every metric from it). The
+    reference scores each chunk as a document; so does this run (the batches go in without
+    ``doc_index``, which would join the chunks of a document)."""
     from lightning_unlearn.evaluation import evaluate_splits
 
-    return evaluate_splits(model, list(batches.values()))
+    chunks = [[{k: v for k, v in b.items() if k != "doc_index"} for b in items]
+              for items in batches.values()]  # fmt: skip
+    return evaluate_splits(model, chunks)
 
 
 @torch.no_grad()
@@ -62,13 +66,13 @@ def two_passes(
     """The reference way: an evaluation pass (perplexity of every split), then a separate MIA
     pass over the member and non-member splits (all four scores from that second forward)."""
     from lightning_unlearn.evaluation import mia_scores, roc_auc
-    from lightning_unlearn.losses import _per_token_nll, token_statistics
+    from lightning_unlearn.losses import per_token_nll, token_statistics
 
     out: dict[str, float] = {}
     for split, items in batches.items():  # pass 1: the evaluation script
         total, count = 0.0, 0
         for b in items:
-            nll, mask = _per_token_nll(_logits(model, b), b["labels"])
+            nll, mask = per_token_nll(_logits(model, b), b["labels"])
             total += float((nll * mask).sum())
             count += int(mask.sum())
         out[f"{split}/ppl"] = math.exp(total / count)
@@ -152,14 +156,14 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from lightning_unlearn.data import UnlearningDataModule
-    from lightning_unlearn.demo import DemoSettings, _quiet, demo_corpus
+    from lightning_unlearn.demo import DemoSettings, demo_corpus, quiet
     from lightning_unlearn.models import (
         convert_gguf_to_checkpoint,
         load_causal_lm,
         smollm2_gguf_path,
     )
 
-    _quiet()
+    quiet()
     common.set_threads(args.threads)
     if args.smoke:
         if not args.model:

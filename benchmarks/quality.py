@@ -66,99 +66,20 @@ TTF_METHODS = ("GA", "GA+GD in-dist")
 
 # ----------------------------------------------------------------------------------- measuring
 def _flat(metrics: dict[str, float]) -> dict[str, Any]:
-    """Keep what the tables need: per-split perplexity and MIA AUCs (None when absent)."""
+    """Keep what this benchmark's tables need: per-split perplexity and MIA AUCs (None when
+    absent), from a workflow measurement's flat values."""
     return {
         "ppl": {s: common.finite(metrics.get(f"{s}/ppl")) for s in SPLITS},
         "mia_auc": {m: common.finite(metrics.get(f"mia/{m}_auc")) for m in MIA},
     }
 
 
-class Scorer:
-    """Scores a model on a fixed subset of each evaluation split: ``eval_chunks`` windows spread
-    evenly over the split (so they come from many documents, not the first few)."""
-
-    def __init__(self, data, *, eval_chunks: int, eval_batch_size: int) -> None:
-        from torch.utils.data import DataLoader, Subset
-
-        from lightning_unlearn.data.datamodule import ChunkDataset
-        from lightning_unlearn.data.tokenize import PadCollator
-
-        data.setup("validate")
-        self.loaders = {}
-        for split in data.eval_split_names:
-            full = ChunkDataset(data.eval_dataset(split), with_eval_columns=True)
-            n = len(full)
-            k = min(eval_chunks, n)
-            picks = sorted({int(i * n / k) for i in range(k)})
-            self.loaders[split] = DataLoader(
-                Subset(full, picks),
-                batch_size=eval_batch_size,
-                shuffle=False,
-                collate_fn=PadCollator(data.pad_token_id, split=split),
-            )
-        self.seconds = 0.0
-
-    def __call__(self, model, splits: Sequence[str] = SPLITS) -> dict[str, Any]:
-        from lightning_unlearn.evaluation import evaluate_splits
-
-        t = time.perf_counter()
-        loaders = [self.loaders[s] for s in splits if s in self.loaders]
-        out = _flat(evaluate_splits(model, loaders))
-        self.seconds += time.perf_counter() - t
-        return out
-
-
 def _reached(ppl: float | None, target: float) -> bool:
     return ppl is None or ppl >= target  # None: diverged (inf / NaN) far past the target
 
 
-def _probe_callback(
-    scorer: Scorer, *, budgets: set[int], check_every: int, target: float, until_stop: bool = False
-):
-    from lightning.pytorch import Callback
-
-    class Probe(Callback):
-        """Times training steps and scores the model at checks and budgets (not timed)."""
-
-        def __init__(self) -> None:
-            self.train_seconds = 0.0
-            self.tokens = 0
-            self.records: list[dict[str, Any]] = []
-            self.checks: list[dict[str, Any]] = []
-            self.stop: dict[str, Any] | None = None
-
-        def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
-            self._t = time.perf_counter()
-
-        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
-            self.train_seconds += time.perf_counter() - self._t
-            self.tokens += common.count_tokens(batch)[0]
-            step = int(trainer.global_step)
-            full = step in budgets
-            if not full and (step % check_every or self.stop is not None):
-                return
-            where = {"step": step, "train_seconds": self.train_seconds, "tokens": self.tokens}
-            if full:
-                scores = scorer(pl_module)
-            else:
-                scores = scorer(pl_module, ("forget",))
-            forget = scores["ppl"]["forget"]
-            self.checks.append({**where, "forget_ppl": forget})
-            if self.stop is None and _reached(forget, target):
-                if not full:
-                    scores = scorer(pl_module)
-                self.stop = {**where, **scores}
-            if full:
-                self.records.append({**where, **scores})
-            if until_stop and self.stop is not None and step >= max(budgets):
-                trainer.should_stop = True  # past every budget and the stop is found
-
-    return Probe()
-
-
 def run_one(
     task,
-    scorer: Scorer,
     *,
     name: str,
     cls_name: str,
@@ -168,32 +89,48 @@ def run_one(
     budgets: Sequence[int],
     check_every: int,
     target: float,
+    before,
+    data_options: dict,
     max_steps: int | None = None,
 ) -> dict[str, Any]:
-    """One method at one learning rate, scored at every budget; with ``max_steps`` beyond the
-    budgets it trains on until the approximate-retrain stop is found (or ``max_steps``)."""
+    """One method at one learning rate through the library's workflow: checks of the forget
+    split every ``check_every`` steps, the approximate-retrain stop recorded (``halt=False``) and
+    measured in full, every budget measured in full; with ``max_steps`` beyond the budgets it
+    trains on until the stop is found (or ``max_steps``)."""
     import lightning as L
+    from lightning.pytorch import Callback
 
     import lightning_unlearn
-    from lightning_unlearn.demo import _trainer
+    from lightning_unlearn.demo import cpu_trainer
     from lightning_unlearn.methods import DivergenceError
+    from lightning_unlearn.workflow import UnlearningWorkflow
 
     L.seed_everything(task.settings.seed, verbose=False)
-    data = task.data(retain=retain)
+    data = task.data(retain=retain, **data_options)
     cls = getattr(lightning_unlearn, cls_name)
     module = cls(
         str(task.seen_dir), learning_rate=lr, warmup_ratio=0.0, scheduler="constant", **kwargs
     )
     until_stop = max_steps is not None and max_steps > max(budgets)
-    probe = _probe_callback(
-        scorer, budgets=set(budgets), check_every=check_every, target=target, until_stop=until_stop
+    workflow = UnlearningWorkflow(
+        target_ppl=target, halt=False, measure_at_steps=budgets, verbose=False
     )
-    trainer = _trainer(
+
+    class UntilStop(Callback):
+        """Past every budget and the stop found: nothing more to learn from this run."""
+
+        def on_validation_end(self, trainer, pl_module):
+            if "stop" in workflow.measurements and trainer.global_step >= max(budgets):
+                trainer.should_stop = True
+
+    trainer = cpu_trainer(
         max_steps=max_steps if until_stop else max(budgets),
         max_epochs=-1,
-        limit_val_batches=0,
-        callbacks=[probe],
+        val_check_interval=check_every,
+        check_val_every_n_epoch=None,
+        callbacks=[workflow, *([UntilStop()] if until_stop else [])],
     )
+    workflow.begin(trainer, module, data, before=before)
     started = time.perf_counter()
     diverged = None
     try:
@@ -201,6 +138,23 @@ def run_one(
     except DivergenceError as err:
         diverged = str(err).split(";")[0]
     steps = int(trainer.global_step)
+    where = {c["step"]: c for c in workflow.checks}
+
+    def point(step, measurement) -> dict[str, Any]:
+        check = where.get(step, {})
+        timing = {k: check.get(k) for k in ("train_seconds", "tokens")}
+        return {"step": step, **timing, **_flat(measurement.values)}
+
+    records = [point(step, workflow.measurements[step]) for step in budgets
+               if step in workflow.measurements]  # fmt: skip
+    stop = None
+    if "stop" in workflow.measurements:
+        stop = point(workflow._stop_step, workflow.measurements["stop"])
+    checks = [
+        {"step": c["step"], "train_seconds": c["train_seconds"], "tokens": c["tokens"],
+         "forget_ppl": c["ppl"]}
+        for c in workflow.checks
+    ]  # fmt: skip
     return {
         "method": name,
         "class": cls_name,
@@ -209,11 +163,11 @@ def run_one(
         "steps": steps,
         "diverged": diverged,
         "wall_seconds": time.perf_counter() - started,
-        "train_seconds": probe.train_seconds,
-        "seconds_per_step": probe.train_seconds / steps if steps else None,
-        "records": probe.records,
-        "checks": probe.checks,
-        "stop": probe.stop,
+        "train_seconds": workflow.train_seconds,
+        "seconds_per_step": workflow.train_seconds / steps if steps else None,
+        "records": records,
+        "checks": checks,
+        "stop": stop,
     }
 
 
@@ -223,7 +177,7 @@ def time_pretraining(task, *, timed_steps: int) -> dict[str, Any]:
     import lightning as L
     from lightning.pytorch import Callback
 
-    from lightning_unlearn.demo import _data, _trainer
+    from lightning_unlearn.demo import cpu_trainer, demo_data
     from lightning_unlearn.pretraining import ContinuedPretraining
 
     s = task.settings
@@ -243,7 +197,7 @@ def time_pretraining(task, *, timed_steps: int) -> dict[str, Any]:
     module = ContinuedPretraining(
         str(task.base_dir), learning_rate=s.pretrain_lr, warmup_ratio=0.0, scheduler="constant"
     )
-    data = _data(
+    data = demo_data(
         task.base_dir,
         task.corpus,
         s,
@@ -251,14 +205,14 @@ def time_pretraining(task, *, timed_steps: int) -> dict[str, Any]:
         batch_size=s.pretrain_batch_size,
         retain=False,
     )
-    _trainer(max_steps=1 + timed_steps, limit_val_batches=0, callbacks=[Clock()]).fit(
+    cpu_trainer(max_steps=1 + timed_steps, limit_val_batches=0, callbacks=[Clock()]).fit(
         module, datamodule=data
     )
     per_step = sum(times[1:]) / max(1, len(times) - 1)
     per_token = sum(times[1:]) / max(1, sum(tokens[1:]))
     out["seconds_per_step"] = per_step
     for train in ("pretrain", "pretrain_without_forget"):
-        d = _data(
+        d = demo_data(
             task.base_dir,
             task.corpus,
             s,
@@ -928,9 +882,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         common.write_json(json_path, results)
         write_markdown(results, md_path)
         return 0
-    from lightning_unlearn.demo import DemoSettings, _quiet
+    from lightning_unlearn.demo import DemoSettings, quiet
 
-    _quiet()
+    quiet()
     common.set_threads(args.threads)
     if args.smoke:
         if not args.model:
@@ -962,20 +916,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     budgets = sorted(set(budgets or [max(1, epoch_steps // 2), epoch_steps]))
     ttf_max = args.ttf_max_steps or 3 * epoch_steps
     print(f"one epoch = {epoch_steps} steps; budgets {budgets}", flush=True)
-    eval_data = task.data(eval_batch_size=args.eval_batch_size)
-    scorer = Scorer(eval_data, eval_chunks=args.eval_chunks, eval_batch_size=args.eval_batch_size)
-    from transformers import AutoModelForCausalLM
+    # every run scores the same subset of each split: eval_chunks windows spread evenly over it
+    data_options = {"eval_subset": args.eval_chunks, "eval_batch_size": args.eval_batch_size}
+    from lightning_unlearn.workflow import Measurement, UnlearningWorkflow
 
+    scorer = UnlearningWorkflow(verbose=False)
+    eval_data = task.data(**data_options)
     previous = None
     if args.resume and json_path.exists():
         import json
 
         previous = json.loads(json_path.read_text())
     if previous is not None:  # same scoring subset: reuse the reference scores and finished runs
-        seen, exact = previous["seen"], previous["exact_retrain"]
+        seen_values = previous["seen_values"]
+        exact = previous["exact_retrain"]
     else:
-        seen = scorer(AutoModelForCausalLM.from_pretrained(str(task.seen_dir)))
-        exact = scorer(AutoModelForCausalLM.from_pretrained(str(task.exact_dir)))
+        seen_values = scorer.measure_checkpoint(task.seen_dir, eval_data).values
+        exact = _flat(scorer.measure_checkpoint(task.exact_dir, eval_data).values)
+    seen = _flat(seen_values)
+    before = Measurement(dict(seen_values))
     target = seen["ppl"]["approximate"]
     print(f"target {target:.3f}; seen {seen['ppl']}; exact {exact['ppl']}", flush=True)
     pretraining = None
@@ -997,6 +956,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         },
         "target_ppl": target,
         "seen": seen,
+        "seen_values": seen_values,
         "exact_retrain": exact,
         "pretraining": pretraining,
         "runs": [],
@@ -1016,7 +976,6 @@ def main(argv: Sequence[str] | None = None) -> int:
             t = time.perf_counter()
             run = run_one(
                 task,
-                scorer,
                 name=name,
                 cls_name=cls_name,
                 retain=retain,
@@ -1025,6 +984,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 budgets=run_budgets,
                 check_every=check_every,
                 target=target,
+                before=before,
+                data_options=data_options,
                 max_steps=ttf_max if epoch_run else None,
             )
             run["epoch_run"], run["epoch_steps"] = epoch_run, epoch_steps

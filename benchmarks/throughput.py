@@ -142,7 +142,9 @@ def run_lightning(args, corpus: Path, cache: Path, clock: _Clock) -> None:
     import lightning as L
 
     import lightning_unlearn
-    from lightning_unlearn.demo import _trainer  # CPU, one device, no logger / checkpoints / bars
+    from lightning_unlearn.demo import (
+        cpu_trainer,  # CPU, one device, no logger / checkpoints / bars
+    )
     from lightning_unlearn.models import LoraSettings
 
     cls_name, retain_term = METHODS[args.method]
@@ -163,7 +165,9 @@ def run_lightning(args, corpus: Path, cache: Path, clock: _Clock) -> None:
             real, positions = common.count_tokens(batch)
             clock.stop(real, positions, _ref_positions(batch, retain_term))
 
-    trainer = _trainer(max_steps=args.warmup + args.steps, limit_val_batches=0, callbacks=[Clock()])
+    trainer = cpu_trainer(
+        max_steps=args.warmup + args.steps, limit_val_batches=0, callbacks=[Clock()]
+    )
     trainer.fit(module, datamodule=data)
 
 
@@ -324,9 +328,9 @@ def _parameters(model_dir: str) -> int:
 
 def run_row(args) -> dict[str, Any]:
     """One (impl, method, max_length) measurement in this process."""
-    from lightning_unlearn.demo import _quiet
+    from lightning_unlearn.demo import quiet
 
-    _quiet()
+    quiet()
     common.set_threads(args.threads)
     corpus = Path(args.corpus)
     cache = Path(args.workdir)
@@ -627,14 +631,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         row = run_row(args)
         Path(args.row_json).write_text(json.dumps(row))
         return 0
-    from lightning_unlearn.demo import _quiet
+    from lightning_unlearn.demo import quiet
     from lightning_unlearn.models import (
         convert_gguf_to_checkpoint,
         load_tokenizer,
         smollm2_gguf_path,
     )
 
-    _quiet()
+    quiet()
     threads = common.set_threads(args.threads)
     if args.smoke:
         if not args.model:

@@ -16,6 +16,7 @@ from .methods import (
     WhosHarryPotter,
 )
 from .models import LoraSettings, load_causal_lm, load_tokenizer
+from .workflow import Measurement, UnlearningWorkflow
 
 __version__ = "0.1.0"
 
@@ -49,6 +50,8 @@ __all__ = [
     "WhosHarryPotter",
     "PreferenceUnlearning",
     "UnlearningDataModule",
+    "UnlearningWorkflow",
+    "Measurement",
     "LoraSettings",
     "load_causal_lm",
     "load_tokenizer",

@@ -28,7 +28,6 @@ from __future__ import annotations
 import logging
 import os
 import sys
-import time
 import warnings
 from pathlib import Path
 from typing import Any
@@ -38,9 +37,12 @@ from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
 from .callbacks import FiniteModelCheckpoint, StepSeeding
 from .configs import DEFAULT_MAX_BATCH_TOKENS, check_batch_budget, check_strategy
-from .io import OutputExistsError, check_output_dir, staged_outputs
+from .evaluation.base import UnlearningMetric
+from .evaluation.report import format_table, write_report
+from .io import OutputExistsError, check_output_dir
 from .methods.base import DivergenceError, UnlearningModule
 from .models import check_model_inputs, check_reference_config, load_config
+from .workflow import UnlearningWorkflow
 
 log = logging.getLogger("lightning_unlearn")
 
@@ -105,6 +107,13 @@ class UnlearnCLI(LightningCLI):
             "(batch_size x max_length x (1 + retain_per_forget)); "
             "null disables the check",
         )
+        parser.add_argument(
+            "--metrics",
+            type=list[UnlearningMetric] | None,
+            default=None,
+            help="the metrics of the report (class_path / init_args list); default: perplexity "
+            "per split and the four membership-inference attacks",
+        )
         parser.link_arguments("model.init_args.model_name_or_path", "data.init_args.tokenizer")
         parser.link_arguments("model.init_args.gguf_file", "data.init_args.gguf_file")
 
@@ -141,7 +150,7 @@ class UnlearnCLI(LightningCLI):
             log.debug("path %s: %s", key, value)
 
     def instantiate_trainer(self, **kwargs: Any):
-        self.stopper = None
+        self.workflow = None
         if self.subcommand == "fit":
             opts = self._opts()
             # kwargs replace the trainer config's keys: keep the callbacks the config lists
@@ -161,22 +170,19 @@ class UnlearnCLI(LightningCLI):
                         every_n_train_steps=opts["checkpoint_every_n_steps"],
                     )
                 )
-            if opts["stop_at_target"]:
-                from .evaluation import ApproximateRetrainStopping
-
-                self.stopper = ApproximateRetrainStopping(
-                    target_ppl=opts["target_ppl"], tolerance=opts["target_tolerance"]
-                )
-                extra.append(self.stopper)
+            self.workflow = UnlearningWorkflow(
+                metrics=self._get(self.config_init, "metrics", default=None),
+                stop_at_target=opts["stop_at_target"],
+                target_ppl=opts["target_ppl"],
+                tolerance=opts["target_tolerance"],
+            )
+            extra.append(self.workflow)
         return super().instantiate_trainer(**kwargs)
 
     def before_fit(self) -> None:
         self._check_budget()
         self._check_model_and_data()
-        self._started = time.perf_counter()
-        self._before = _first(
-            self.trainer.validate(self.model, datamodule=self.datamodule, verbose=False)
-        )
+        self.workflow.begin(self.trainer, self.model, self.datamodule)
 
     def _check_budget(self) -> None:
         """The tokens one training step holds, from the instantiated method's configuration (does
@@ -218,40 +224,17 @@ class UnlearnCLI(LightningCLI):
         data.setup("fit")  # reads and tokenises every split: missing/empty/corrupt files fail here
 
     def after_fit(self) -> None:
-        trainer = self.trainer
-        after = _first(trainer.validate(self.model, datamodule=self.datamodule, verbose=False))
         opts = self._opts()
         out = Path(opts["output_dir"])
-        with staged_outputs(out) as staging:
-            self._publish(trainer, opts, after, staging, out)
-
-    def _publish(self, trainer, opts, after, staging: Path, out: Path) -> None:
-        from .evaluation import build_report, format_table, write_report
-
-        if opts["export"]:
-            self.model.export(staging / "model", overwrite=True)
-        if trainer.is_global_zero:
-            stopper = self.stopper
-            target = opts["target_ppl"]
-            if target is None and stopper is not None:
-                target = stopper.target_ppl
-            if target is None:
-                target = self._before.get("val/approximate/ppl")
-            report = build_report(
-                model=self.model.model_name_or_path,
-                method=type(self.model).__name__,
-                steps=int(trainer.global_step),
-                seconds=time.perf_counter() - self._started,
-                before=self._before,
-                after=after,
-                target_ppl=target,
-                history=getattr(stopper, "history", None),
-                extra={
-                    "stopped_step": getattr(stopper, "stopped_step", None),
-                    "paths": getattr(self, "paths", {}),
-                },
-            )
-            write_report(report, staging, history=getattr(stopper, "history", None))
+        report = self.workflow.finish(
+            self.trainer,
+            self.model,
+            self.datamodule,
+            output_dir=out,
+            export=opts["export"],
+            extra={"paths": getattr(self, "paths", {})},
+        )
+        if self.trainer.is_global_zero:
             print(format_table(report))
             print(f"report: {out / 'report.json'}")
 
@@ -301,14 +284,6 @@ def _resolved_paths(opts: Any, out: Path) -> dict[str, str]:
     return paths
 
 
-def _first(results: list[dict[str, float]] | None) -> dict[str, float]:
-    merged: dict[str, float] = {}
-    for entry in results or []:
-        for key, value in entry.items():
-            merged[key.split("/dataloader_idx_")[0]] = float(value)
-    return merged
-
-
 def run_lightning_cli(args: list[str] | None = None) -> UnlearnCLI:
     from .data import UnlearningDataModule
 
@@ -320,6 +295,137 @@ def run_lightning_cli(args: list[str] | None = None) -> UnlearnCLI:
         save_config_kwargs={"overwrite": True},
         args=args,
     )
+
+
+# ----------------------------------------------------------------------------------- evaluate
+def build_evaluate_parser() -> LightningArgumentParser:
+    """Arguments of ``lightning-unlearn evaluate``: the data options and configs of ``fit``."""
+    from jsonargparse import ActionConfigFile
+    from lightning.pytorch import Trainer
+
+    from .data import UnlearningDataModule
+
+    parser = LightningArgumentParser(
+        prog="lightning-unlearn evaluate",
+        description="The unlearning report of any checkpoint (a local folder, a hub id or a GGUF "
+        "file) on forget / approximate / retain / general data, with --compare for the original "
+        "model side by side; lm-eval tasks with --tasks.",
+    )
+    parser.add_argument("--config", action=ActionConfigFile, help="YAML with data: / trainer:")
+    parser.add_argument("--model", type=str, required=True, help="the checkpoint to evaluate")
+    parser.add_argument("--gguf_file", type=str | None, default=None,
+                        help="GGUF file name inside --model when it is a folder")  # fmt: skip
+    parser.add_argument("--compare", type=str | None, default=None,
+                        help="a second checkpoint (the original model): the report's 'before' "
+                        "column, and the approximate-retrain target")  # fmt: skip
+    parser.add_argument("--metrics", type=list[UnlearningMetric] | None, default=None,
+                        help="the report's metrics (class_path / init_args list)")  # fmt: skip
+    parser.add_argument("--target_ppl", type=float | None, default=None,
+                        help="explicit approximate-retrain target perplexity")  # fmt: skip
+    parser.add_argument("--output_dir", type=str, default="outputs/evaluate",
+                        help="where report.json / report.md are written")  # fmt: skip
+    parser.add_argument("--overwrite", type=bool, default=False,
+                        help="replace an existing, non-empty output_dir")  # fmt: skip
+    parser.add_argument("--tasks", type=str | None, default=None,
+                        help="comma-separated lm-eval tasks, e.g. mmlu,arc_easy")  # fmt: skip
+    parser.add_argument("--include_path", type=str | None, default=None,
+                        help="folder with extra lm-eval task YAML files")  # fmt: skip
+    parser.add_argument("--limit", type=float | None, default=None,
+                        help="lm-eval documents per task (int) or fraction (<1)")  # fmt: skip
+    parser.add_argument("--num_fewshot", type=int | None, default=None)
+    parser.add_argument("--batch_size", type=str, default="1", help="lm-eval batch size or auto")
+    parser.add_argument("--device", type=str, default="cpu", help="lm-eval device")
+    parser.add_argument("--dtype", type=str | None, default=None, help="lm-eval weight dtype")
+    parser.add_argument("--output", type=str | None, default=None,
+                        help="also write the lm-eval results as JSON to this file")  # fmt: skip
+    parser.add_subclass_arguments(UnlearningDataModule, "data", required=False)
+    parser.add_lightning_class_args(Trainer, "trainer")
+    parser.link_arguments("model", "data.init_args.tokenizer")
+    parser.link_arguments("gguf_file", "data.init_args.gguf_file")
+    return parser
+
+
+def evaluate_main(argv: list[str]) -> dict[str, Any]:
+    """``lightning-unlearn evaluate``: the unlearning report of a checkpoint (and lm-eval tasks)."""
+    import lightning as L
+
+    parser = build_evaluate_parser()
+    cfg = parser.parse_args(argv)
+    has_data = cfg.get("data") is not None
+    if not has_data and not cfg.tasks:
+        parser.error("give evaluation data (--config <data yaml> or --data.*) and/or --tasks")
+    out = Path(cfg.output_dir).resolve()
+    check_output_dir(out, overwrite=cfg.overwrite)
+    check_strategy(cfg.trainer.get("strategy") if cfg.get("trainer") else None)
+    init = parser.instantiate_classes(cfg)
+    results: dict[str, Any] = {}
+    if has_data:
+        results = _evaluate_report(init, cfg, out, L)
+    if cfg.tasks:
+        from .evaluation.downstream import evaluate_downstream
+
+        limit = cfg.limit if cfg.limit is None or cfg.limit < 1 else int(cfg.limit)
+        batch: int | str = int(cfg.batch_size) if cfg.batch_size.isdigit() else cfg.batch_size
+        downstream = evaluate_downstream(
+            cfg.model, cfg.tasks.split(","), include_path=cfg.include_path, limit=limit,
+            batch_size=batch, device=cfg.device, num_fewshot=cfg.num_fewshot, dtype=cfg.dtype,
+        )  # fmt: skip
+        results["downstream"] = downstream
+        from .io import atomic_write_json
+
+        atomic_write_json(out / "downstream.json", downstream)
+        if cfg.output:
+            atomic_write_json(cfg.output, downstream)
+        if not has_data:
+            import json
+
+            sys.stdout.write(json.dumps(downstream, indent=2, default=str) + "\n")
+    return results
+
+
+def _evaluate_report(init: Any, cfg: Any, out: Path, L: Any) -> dict[str, Any]:
+    """The unlearning report of ``--model`` (``after``) against ``--compare`` (``before``)."""
+    data = init.data
+    module = UnlearningModule(cfg.model, gguf_file=cfg.gguf_file)
+    config = load_config(cfg.model, gguf_file=cfg.gguf_file)
+    check_model_inputs(config, model=cfg.model, tokenizer=data.tokenizer,
+                       tokenizer_name=data.tokenizer_name_or_path, max_length=data.max_length)  # fmt: skip
+    data.setup("validate")  # missing / empty / corrupt data files fail here, before any output
+    if cfg.compare is not None:
+        check_reference_config(config, load_config(cfg.compare), model=cfg.model,
+                               reference_name=cfg.compare)  # fmt: skip
+    trainer_args = {**dict(cfg.trainer), "logger": False, "enable_checkpointing": False,
+                    "enable_progress_bar": False, "enable_model_summary": False}  # fmt: skip
+    trainer_args = {k: v for k, v in trainer_args.items() if k in _TRAINER_KEYS}
+    trainer = L.Trainer(**trainer_args)
+    workflow = UnlearningWorkflow(
+        metrics=init.get("metrics"), stop_at_target=False, target_ppl=cfg.target_ppl
+    )
+    after = workflow.measure(trainer, module, data)
+    # the original model, when given: the 'before' column and the target; else the model itself
+    before = (
+        after
+        if cfg.compare is None
+        else workflow.measure(trainer, UnlearningModule(cfg.compare), data)
+    )
+    report = workflow.report(
+        model=cfg.model, method="evaluate", steps=0, seconds=0.0, before=before, after=after,
+        extra={"compare": cfg.compare},
+    )  # fmt: skip
+    if trainer.is_global_zero:
+        from .io import staged_outputs
+
+        with staged_outputs(out) as staging:
+            write_report(report, staging)
+        print(format_table(report))
+        print(f"report: {out / 'report.json'}")
+    return report
+
+
+#: Trainer options ``evaluate`` passes on (device placement; the loops are its own)
+_TRAINER_KEYS = ("accelerator", "devices", "strategy", "num_nodes", "precision", "logger",
+                 "enable_checkpointing", "enable_progress_bar", "enable_model_summary",
+                 "default_root_dir")  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -334,9 +440,8 @@ def main(argv: list[str] | None = None) -> int:
 
                 return int(demo_main(rest) or 0)
             if verb == "evaluate":
-                from .evaluation.downstream import main_evaluate
-
-                return int(main_evaluate(rest) or 0)
+                evaluate_main(rest)
+                return 0
             if verb == "configs":
                 from .configs import main as configs_main
 

@@ -23,6 +23,7 @@ __all__ = [
     "IGNORE_INDEX",
     "shift_for_next_token",
     "token_nll",
+    "per_token_nll",
     "sequence_nll",
     "sequence_logprob",
     "target_cross_entropy",
@@ -61,7 +62,9 @@ def shift_for_next_token(logits: Tensor, labels: Tensor) -> tuple[Tensor, Tensor
     return shifted_logits, shifted_labels, shifted_labels != IGNORE_INDEX
 
 
-def _per_token_nll(logits: Tensor, labels: Tensor) -> tuple[Tensor, Tensor]:
+def per_token_nll(logits: Tensor, labels: Tensor) -> tuple[Tensor, Tensor]:
+    """``(nll, mask)``: the negative log-likelihood of every next token, ``[batch, seq-1]``, and
+    the mask of real targets (``nll`` is 0 where the mask is False)."""
     shifted_logits, shifted_labels, mask = shift_for_next_token(logits, labels)
     nll = F.cross_entropy(
         shifted_logits.float().reshape(-1, shifted_logits.size(-1)),
@@ -84,7 +87,7 @@ def _masked_mean(values: Tensor, mask: Tensor) -> Tensor:
 
 def token_nll(logits: Tensor, labels: Tensor) -> Tensor:
     """Mean negative log-likelihood over all real (non ``-100``) target tokens of the batch."""
-    nll, mask = _per_token_nll(logits, labels)
+    nll, mask = per_token_nll(logits, labels)
     return _masked_mean(nll, mask)
 
 
@@ -95,7 +98,7 @@ def sequence_nll(logits: Tensor, labels: Tensor, *, normalize: bool = True) -> T
         normalize: divide each sequence's sum by its number of real target tokens (mean NLL);
             otherwise return the sum (``-log P(y)``). Sequences without targets give 0.
     """
-    nll, mask = _per_token_nll(logits, labels)
+    nll, mask = per_token_nll(logits, labels)
     total = (nll * mask).sum(dim=1)
     if not normalize:
         return total

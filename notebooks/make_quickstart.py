@@ -1,4 +1,5 @@
 import nbformat as nbf
+
 nb = nbf.v4.new_notebook()
 md = nbf.v4.new_markdown_cell
 code = nbf.v4.new_code_cell
@@ -20,9 +21,9 @@ from pathlib import Path
 import lightning as L
 import torch
 
-from lightning_unlearn import UnlearningModule
+from lightning_unlearn import UnlearningModule, UnlearningWorkflow
 from lightning_unlearn.data import UnlearningDataModule
-from lightning_unlearn.evaluation import ApproximateRetrainStopping, build_report, format_table, write_report
+from lightning_unlearn.evaluation import format_table
 from lightning_unlearn.losses import token_nll
 from lightning_unlearn.pretraining import ContinuedPretraining
 from lightning_unlearn.testing import build_tiny_model
@@ -69,35 +70,29 @@ teacher.export(work / "seen")"""),
 md("""## 3. A method of our own: override one function
 
 Every method is a `LightningModule` subclass of `UnlearningModule`; the shared `training_step` calls
-`forget_loss` (and `retain_loss` when `uses_retain` is set), weights and logs them. Here: gradient
-ascent whose per-batch ascent is capped, plus the usual NLL on retain data."""),
-code("""class CappedAscentDescent(UnlearningModule):
-    uses_retain = True
-
+`forget_loss` and, when the `retain_term` hyper-parameter is not `"none"`, the base's retain term
+(`"nll"`: gradient descent on retain data; `"kl"`: KL to the original model), weights and logs them.
+Here: gradient ascent whose per-batch ascent is capped, with the NLL retain term."""),
+code("""class CappedAscent(UnlearningModule):
     def forget_loss(self, batch):
-        return -token_nll(self(batch), batch["labels"]).clamp(max=8.0)
+        return -token_nll(self(batch), batch["labels"]).clamp(max=8.0)"""),
+md("""## 4. Unlearn through the workflow
 
-    def retain_loss(self, batch):
-        return token_nll(self(batch), batch["labels"])"""),
-md("## 4. Unlearn, stopping at the approximate-retrain target"),
-code("""module = CappedAscentDescent(str(work / "seen"), learning_rate=5e-4, warmup_ratio=0.0, scheduler="constant")
-dm = data(paths["forget"])
-stopper = ApproximateRetrainStopping()
+`UnlearningWorkflow` measures the model before (every split), fixes the approximate-retrain target,
+checks the forget split during training, stops at the target, measures after and writes the report
+(the same code `lightning-unlearn fit`, the demo and the benchmarks run)."""),
+code("""module = CappedAscent(str(work / "seen"), retain_term="nll", learning_rate=5e-4,
+                      warmup_ratio=0.0, scheduler="constant")
+workflow = UnlearningWorkflow()
 t = trainer(max_steps=80, max_epochs=-1, val_check_interval=2, check_val_every_n_epoch=None,
-            num_sanity_val_steps=0, callbacks=[stopper])
-before = t.validate(module, dm, verbose=False)[0]     # measures the model and sets the target
-t.fit(module, dm)
-after = t.validate(module, dm, verbose=False)[0]
-print("target", round(stopper.target_ppl, 3), "stopped at step", stopper.stopped_step)"""),
+            num_sanity_val_steps=0, callbacks=[workflow])
+report = workflow.run(t, module, data(paths["forget"]), output_dir=work / "report", export=False)
+print("target", round(report["target_ppl"], 3), "stopped at step", report["stopped_step"])"""),
 md("## 5. The report"),
-code("""report = build_report(model=str(work / "seen"), method="CappedAscentDescent", steps=t.global_step,
-                      seconds=0.0, before=before, after=after, target_ppl=stopper.target_ppl,
-                      history=stopper.history)
-paths_written = write_report(report, work / "report", history=stopper.history)
-print(format_table(report))
-assert report["after"]["ppl"]["forget"] > report["before"]["ppl"]["forget"]"""),
+code("""print(format_table(report))
+assert report["after"]["forget/ppl"] > report["before"]["forget/ppl"]"""),
 code("""from IPython.display import Image
-Image(filename=str(paths_written["plot"]))"""),
+Image(filename=str(work / "report" / "perplexity.png"))"""),
 md("""The unlearned model is a plain Hugging Face checkpoint: `module.export("out/model")` and load it
 with `AutoModelForCausalLM.from_pretrained`, vLLM or lm-eval. From the command line the same run is
 `lightning-unlearn fit --config ...`; see `configs/`."""),

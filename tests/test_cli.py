@@ -113,7 +113,7 @@ def test_fit_crashes_then_resumes_with_ckpt_path_last_and_writes_report_and_mode
     assert "report:" in capsys.readouterr().out
     report = json.loads((out / "report.json").read_text())
     assert report["method"] == "GradientAscentDescent" and report["steps"] == 6
-    assert report["after"]["ppl"]["forget"] > report["before"]["ppl"]["forget"]
+    assert report["after"]["forget/ppl"] > report["before"]["forget/ppl"]
     assert report["paths"]["output_dir"] == str(out.resolve())
     assert report["paths"]["ckpt_path"] == "last"
     assert Path(report["paths"]["data.forget"]).is_absolute()

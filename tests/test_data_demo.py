@@ -9,7 +9,7 @@ import sys
 import pytest
 
 from lightning_unlearn.data import DataSource, read_documents
-from lightning_unlearn.data.demo import DEMO_SPLITS, build_demo_corpus
+from lightning_unlearn.demo.corpus import DEMO_SPLITS, build_demo_corpus
 
 SIZES = dict(forget_documents=6, approximate_documents=6, retain_documents=12, general_documents=5)
 

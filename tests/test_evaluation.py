@@ -307,6 +307,7 @@ def test_report_files_have_the_documented_shape(tmp_path):
         {"step": 0, "forget": 4.0, "approximate": 10.0, "retain": 5.0, "general": 20.0},
         {"step": 3, "forget": 10.5, "approximate": 11.0, "retain": 5.5, "general": 21.0},
     ]
+    documents = {"after": {"forget": {"doc_index": [0, 1], "ppl": [10.0, 11.0]}}}
     report = build_report(
         model="tiny",
         method="GradientAscentDescent",
@@ -315,7 +316,8 @@ def test_report_files_have_the_documented_shape(tmp_path):
         before=before,
         after=after,
         target_ppl=None,
-        exact_retrain=_flat(9.8, 10.0, 5.0, 20.0, 0.5),
+        columns={"exact_retrain": _flat(9.8, 10.0, 5.0, 20.0, 0.5)},
+        documents=documents,
         history=history,
     )
     paths = write_report(report, tmp_path / "out")
@@ -329,38 +331,33 @@ def test_report_files_have_the_documented_shape(tmp_path):
         raise AssertionError(f"non-standard JSON constant {token}")
 
     data = json.loads(paths["json"].read_text(), parse_constant=no_nan)
-    section_shape = {
-        "ppl": {"forget", "approximate", "retain", "general"},
-        "mia_auc": {"loss", "zlib", "min_k", "min_k_plus_plus"},
-    }
-    assert {
-        "model",
-        "method",
-        "steps",
-        "seconds",
-        "before",
-        "after",
-        "target_ppl",
-        "exact_retrain",
-    } <= set(data)
+    assert {"model", "method", "steps", "seconds", "before", "after", "target_ppl",
+            "exact_retrain", "columns", "rows", "verdict", "metrics", "documents"} <= set(data)  # fmt: skip
     assert (data["model"], data["method"], data["steps"], data["seconds"]) == (
         "tiny",
         "GradientAscentDescent",
         3,
         1.25,
     )
+    assert data["columns"] == ["before", "after", "exact_retrain"]
     for name in ("before", "after", "exact_retrain"):
-        for key, inner in section_shape.items():
-            assert set(data[name][key]) == inner
+        assert set(data[name]) == set(before)  # every value, flat, in every column
     assert data["target_ppl"] == 10.0  # before's approximate perplexity
-    assert data["before"]["ppl"]["forget"] == 4.0
-    assert data["after"]["ppl"]["forget"] == pytest.approx(10.5)
-    assert data["after"]["mia_auc"]["min_k"] == pytest.approx(0.52)
-    assert data["exact_retrain"]["ppl"]["forget"] == pytest.approx(9.8)
+    assert data["before"]["forget/ppl"] == 4.0
+    assert data["after"]["forget/ppl"] == pytest.approx(10.5)
+    assert data["after"]["mia/min_k_auc"] == pytest.approx(0.52)
+    assert data["exact_retrain"]["forget/ppl"] == pytest.approx(9.8)
+    assert data["documents"]["after"]["forget"]["ppl"] == [10.0, 11.0]
+    # the table's rows come from the default metrics, in their order: perplexity, then MIA AUCs
+    labels = [row["label"] for row in data["rows"]]
+    assert labels == ["forget ppl", "approximate ppl", "retain ppl", "general ppl",
+                      "MIA AUC loss", "MIA AUC zlib", "MIA AUC min_k", "MIA AUC min_k_plus_plus"]  # fmt: skip
     md = paths["markdown"].read_text()
     assert "| forget ppl | 4.000 | 10.500 | 9.800 | +162.5% |" in md
+    assert "| MIA AUC loss | 0.900 | 0.520 | 0.500 | -0.380 |" in md
     assert "PASS: forget ppl 10.500 is +5.0% from the target 10.000" in md
     assert "PASS: loss-MIA AUC 0.520" in md
+    assert "| 1 | 11.000 |" in md  # the per-document table
     assert paths["plot"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     table = format_table(data)
     assert (
@@ -384,13 +381,14 @@ def test_report_without_approximate_split_fails_clearly(tmp_path):
             after=before,
             target_ppl=math.nan,
         )
-    # a missing split is null in the JSON, not NaN
+    # a split that was not evaluated is absent; a value that could not be computed is null
     report = build_report(
-        model="m", method="x", steps=1, seconds=0.1, before=before, after=before, target_ppl=7.0
-    )
-    assert report["before"]["ppl"]["general"] is None
+        model="m", method="x", steps=1, seconds=0.1, before=before,
+        after={**before, "mia/loss_auc": math.nan}, target_ppl=7.0,
+    )  # fmt: skip
+    assert "general/ppl" not in report["before"]
     data = json.loads(write_report(report, tmp_path)["json"].read_text())
-    assert data["after"]["mia_auc"]["loss"] is None
+    assert data["after"]["mia/loss_auc"] is None
 
 
 # ------------------------------------------------------------------------------ memorisation

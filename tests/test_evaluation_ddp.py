@@ -13,7 +13,7 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from lightning_unlearn.evaluation import UnlearningEvaluator
+from lightning_unlearn.evaluation import UnlearningEvaluator, default_metrics
 
 
 def _synthetic_batches(seed: int = 0) -> list[tuple[str, dict, dict]]:
@@ -22,6 +22,7 @@ def _synthetic_batches(seed: int = 0) -> list[tuple[str, dict, dict]]:
     plan = [("forget", -0.8)] * 4 + [("approximate", -1.5)] * 3 + [("general", -2.0)]
     plan = [plan[i] for i in (7, 0, 4, 1, 5, 2, 6, 3)]  # 'general' first: rank 0 gets it alone
     out = []
+    counters: dict[str, int] = {}
     for split, centre in plan:
         b, t = 3, 9
         lengths = torch.randint(2, t + 1, (b,), generator=g)
@@ -34,16 +35,30 @@ def _synthetic_batches(seed: int = 0) -> list[tuple[str, dict, dict]]:
             "correct": (torch.rand(b, t, generator=g) > 0.5) & mask,
             "mask": mask,
         }
-        batch = {"split": split, "zlib_len": torch.randint(20, 80, (b,), generator=g)}
+        first = counters.get(split, 0)
+        counters[split] = first + b
+        batch = {
+            "split": split,
+            "zlib_len": torch.randint(20, 80, (b,), generator=g),
+            "doc_index": torch.arange(first, first + b),  # each row one document
+        }
         out.append((split, stats, batch))
     return out
 
 
 def _evaluate(batches) -> dict[str, float]:
-    evaluator = UnlearningEvaluator()
+    """The default metrics and a toy per-token metric from outside the library; its per-document
+    values come back flattened as ``docs/{split}/{name}/{i}``."""
+    from toy_metrics import TokenCount
+
+    evaluator = UnlearningEvaluator(metrics=[*default_metrics(), TokenCount()])
     for split, stats, batch in batches:
         evaluator.update(split, stats, batch)
-    return {k: float(v) for k, v in evaluator.compute().items()}
+    out = {k: float(v) for k, v in evaluator.compute().items()}
+    for split, columns in evaluator.last.documents.items():
+        for name, values in columns.items():
+            out.update({f"docs/{split}/{name}/{i}": float(v) for i, v in enumerate(values)})
+    return out
 
 
 def _worker(rank: int, world: int, init_file: str, out_dir: str) -> None:
@@ -63,6 +78,7 @@ def test_evaluator_same_result_on_one_and_two_processes(tmp_path):
         single
     )
     assert "retain/ppl" not in single
+    assert single["toytokens/forget_tokens"] > 0 and "docs/forget/toytokens/best/11" in single
     assert 0.5 < single["mia/loss_auc"] <= 1.0  # forget scores higher, with overlap
 
     # fork (as Lightning's "ddp_fork" strategy does) skips re-importing torch and lightning in the

@@ -77,3 +77,38 @@ def test_the_import_walker_sees_a_planted_circle():
 def test_no_import_circle_in_the_package():
     cycle = find_cycle(import_graph())
     assert cycle is None, " -> ".join(cycle or [])
+
+
+def _imports_of(path: Path) -> list[tuple[str, list[str], int]]:
+    """``(module, names, level)`` of every import statement of a file (absolute or relative)."""
+    out = []
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            out += [(alias.name, [], 0) for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            out.append((node.module or "", [alias.name for alias in node.names], node.level))
+    return out
+
+
+def test_only_the_cli_dispatch_imports_the_demo():
+    importers = sorted(
+        name
+        for name, targets in import_graph().items()
+        if any(t == "lightning_unlearn.demo" or t.startswith("lightning_unlearn.demo.")
+               for t in targets)
+        and not name.startswith("lightning_unlearn.demo")
+    )  # fmt: skip
+    assert importers == ["lightning_unlearn.cli"], importers
+    cli = (PACKAGE / "cli.py").read_text(encoding="utf-8")
+    assert cli.count("from .demo import") == 1 and 'if verb == "demo":' in cli
+
+
+def test_benchmarks_import_no_private_name_of_the_library():
+    root = PACKAGE.parent / "benchmarks"
+    private = []
+    for path in sorted(root.glob("*.py")):
+        for module, names, _ in _imports_of(path):
+            if module == "lightning_unlearn" or module.startswith("lightning_unlearn."):
+                parts = module.split(".") + names
+                private += [f"{path.name}: {module} {n}" for n in parts if n.startswith("_")]
+    assert not private, private

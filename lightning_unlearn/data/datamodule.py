@@ -63,19 +63,42 @@ class ChunkDataset(Dataset):
         if with_eval_columns:
             columns += ["zlib_len", "doc_index"]
         self._num_tokens = data["num_tokens"] if "num_tokens" in data.column_names else None
+        self.with_eval_columns = with_eval_columns
         self.data = data.select_columns(columns)
 
     def __len__(self) -> int:
         return len(self.data)
 
     def __getitem__(self, index: int) -> dict[str, Any]:
-        return self.data[int(index)]
+        row = self.data[int(index)]
+        if (
+            self.with_eval_columns
+        ):  # the window's place in the split: windows of a document in order
+            row["window_index"] = int(index)
+        return row
 
     def lengths(self) -> list[int]:
         """Tokens per window."""
         if self._num_tokens is not None:
             return list(self._num_tokens)
         return [len(ids) for ids in self.data["input_ids"]]
+
+
+class ChunkSubset(Dataset):
+    """Some windows of a :class:`ChunkDataset` (``eval_subset``), keeping their window index."""
+
+    def __init__(self, data: ChunkDataset, indices: Sequence[int]) -> None:
+        self.dataset, self.indices = data, list(indices)
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        return self.dataset[self.indices[index]]
+
+    def lengths(self) -> list[int]:
+        lengths = self.dataset.lengths()
+        return [lengths[i] for i in self.indices]
 
 
 class EvalShardSampler(DistributedSampler):
@@ -237,8 +260,12 @@ class UnlearningDataModule(LightningDataModule):
         eval_forget: forget evaluation split, when it differs from the training forget set.
         eval_retain: retain evaluation split, when it differs from the training retain set.
         general: general-domain text for utility (evaluation only).
-        eval_splits: evaluate only these splits, e.g. ``["forget"]`` for a cheap check of the
-            stopping criterion during training (``None``: every split that has a source).
+        eval_splits: evaluate only these splits (``None``: every split that has a source).
+        check_splits: the splits scored by validation *during* ``fit`` (the stopping checks);
+            ``trainer.validate`` / ``test`` still score every split. ``None``: every split. The
+            unlearning workflow sets it to the split its stop reads (``forget``).
+        eval_subset: score at most this many windows of each evaluation split, spread evenly
+            over it (quick checks and benchmarks); ``None``: all.
         max_length: tokens per window (the paper uses 4096).
         min_chunk_tokens: windows with fewer document tokens are dropped (the paper drops chunks
             under 5 tokens).
@@ -271,6 +298,8 @@ class UnlearningDataModule(LightningDataModule):
         eval_retain: str | DataSource | None = None,
         general: str | DataSource | None = None,
         eval_splits: Sequence[str] | None = None,
+        check_splits: Sequence[str] | None = None,
+        eval_subset: int | None = None,
         max_length: int = 512,
         min_chunk_tokens: int = 5,
         packing: bool = False,
@@ -298,6 +327,8 @@ class UnlearningDataModule(LightningDataModule):
                 raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
         if max_documents is not None and max_documents < 1:
             raise ValueError(f"max_documents must be >= 1 or None, got {max_documents!r}")
+        if eval_subset is not None and eval_subset < 1:
+            raise ValueError(f"eval_subset must be >= 1 or None, got {eval_subset!r}")
         if forget is None:
             raise ValueError("a forget source is required: pass forget='path/to/forget.jsonl'")
         self.max_length = max_length
@@ -313,6 +344,8 @@ class UnlearningDataModule(LightningDataModule):
         self.gguf_file = gguf_file
         self.trust_remote_code = trust_remote_code
         self.max_documents = max_documents
+        self.eval_subset = eval_subset
+        self.check_splits = None if check_splits is None else tuple(check_splits)
 
         def coerce(value):
             return None if value is None else DataSource.coerce(value)
@@ -584,11 +617,21 @@ class UnlearningDataModule(LightningDataModule):
         if "epoch" in state_dict:
             self._resume = (int(state_dict["epoch"]), int(state_dict["batches_done"]))
 
-    def _eval_loader(self) -> CombinedLoader:
+    def eval_loaders(self, splits: Sequence[str] | None = None) -> CombinedLoader:
+        """Evaluation loaders of ``splits`` (``None``: every split), sharded over the processes."""
         rank, world = self._rank_world()
+        names = self.eval_split_names if splits is None else tuple(splits)
+        unknown = [s for s in names if s not in self.eval_sources]
+        if unknown:
+            raise ValueError(
+                f"no evaluation split {unknown}: this data module has {list(self.eval_split_names)}"
+            )
         loaders = {}
-        for split in self.eval_split_names:
+        for split in names:
             data = ChunkDataset(self.eval_dataset(split), with_eval_columns=True)
+            if self.eval_subset is not None and len(data) > self.eval_subset:
+                n, k = len(data), self.eval_subset
+                data = ChunkSubset(data, sorted({int(i * n / k) for i in range(k)}))
             loaders[split] = DataLoader(
                 data,
                 batch_size=self.eval_batch_size,
@@ -601,7 +644,30 @@ class UnlearningDataModule(LightningDataModule):
         return CombinedLoader(loaders, mode="sequential")
 
     def val_dataloader(self) -> CombinedLoader:
-        return self._eval_loader()
+        trainer = self.trainer
+        fitting = getattr(getattr(trainer, "state", None), "fn", None) == "fit"
+        if fitting and self.check_splits is not None:
+            return self.eval_loaders([s for s in self.check_splits if s in self.eval_sources])
+        return self.eval_loaders()
 
     def test_dataloader(self) -> CombinedLoader:
-        return self._eval_loader()
+        return self.eval_loaders()
+
+    def eval_texts(self, split: str, *, documents: int | None = None):
+        """The documents of an evaluation split as the model reads them: each document's first
+        window (its token ids and text), for metrics that generate
+        (:class:`~lightning_unlearn.evaluation.base.SplitTexts`)."""
+        from ..evaluation.base import SplitTexts
+
+        data = self.eval_dataset(split)
+        index, ids, texts, seen = [], [], [], set()
+        for doc, row_ids, text in zip(data["doc_index"], data["input_ids"], data["text"]):
+            if doc in seen:
+                continue
+            seen.add(doc)
+            index.append(int(doc))
+            ids.append(list(row_ids))
+            texts.append(text)
+            if documents is not None and len(index) >= documents:
+                break
+        return SplitTexts(split, index, ids, texts)

@@ -207,8 +207,8 @@ class PadCollator:
     """Right-pad a list of windows into a batch (picklable, for DataLoader workers).
 
     ``labels`` equal ``input_ids`` with ``-100`` on padding; ``attention_mask`` is 0 on padding.
-    With ``split`` set (evaluation), the batch also carries ``"split": split`` and ``zlib_len``
-    and ``doc_index`` as LongTensors.
+    With ``split`` set (evaluation), the batch also carries ``"split": split`` and ``zlib_len``,
+    ``doc_index`` and (when the rows have it) ``window_index`` as LongTensors.
 
     Args:
         pad_token_id: id written into padded positions (never a target: labels are -100 there).
@@ -247,4 +247,8 @@ class PadCollator:
             batch["split"] = self.split
             batch["zlib_len"] = torch.tensor([int(r["zlib_len"]) for r in rows], dtype=torch.long)
             batch["doc_index"] = torch.tensor([int(r["doc_index"]) for r in rows], dtype=torch.long)
+            if "window_index" in rows[0]:
+                batch["window_index"] = torch.tensor(
+                    [int(r["window_index"]) for r in rows], dtype=torch.long
+                )
         return batch

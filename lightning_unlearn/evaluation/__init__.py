@@ -1,13 +1,23 @@
-"""Measuring unlearning: perplexity and membership inference per split, verbatim memorisation,
-the approximate-retrain stop, the report, and downstream utility through lm-eval."""
+"""Measuring unlearning: the metrics seam (one class per metric), perplexity and membership
+inference per split, verbatim memorisation, the approximate-retrain stop, the report, and
+downstream utility through lm-eval."""
 
+from .base import (
+    GenerationMetric,
+    MetricResult,
+    ModelMetric,
+    SplitTexts,
+    TokenMetric,
+    UnlearningMetric,
+)
 from .callbacks import ApproximateRetrainStopping
+from .documents import DocumentCollector, SplitDocuments
 from .downstream import evaluate_downstream, main_evaluate
 from .memorisation import exact_match_length, lcs_length, rouge_l_f1, verbatim_memorisation
-from .metrics import EVAL_SPLITS, SplitPerplexity, UnlearningEvaluator
+from .metrics import EVAL_SPLITS, UnlearningEvaluator, compute_token_metrics, default_metrics
 from .mia import (
     MIA_SCORES,
-    MembershipScores,
+    MembershipInference,
     loss_score,
     mia_scores,
     min_k_plus_plus_score,
@@ -16,18 +26,30 @@ from .mia import (
     tpr_at_fpr,
     zlib_score,
 )
+from .perplexity import Perplexity
 from .report import build_report, format_table, write_report
 from .results import EmptyApproximateSplitError, approximate_target, normalise_metrics
-from .runner import evaluate_splits
+from .runner import evaluate_model, evaluate_splits
 
 __all__ = [
     "EVAL_SPLITS",
     "MIA_SCORES",
     "ApproximateRetrainStopping",
+    "DocumentCollector",
     "EmptyApproximateSplitError",
-    "MembershipScores",
-    "SplitPerplexity",
+    "GenerationMetric",
+    "MembershipInference",
+    "MetricResult",
+    "ModelMetric",
+    "Perplexity",
+    "SplitDocuments",
+    "SplitTexts",
+    "TokenMetric",
     "UnlearningEvaluator",
+    "UnlearningMetric",
+    "compute_token_metrics",
+    "default_metrics",
+    "evaluate_model",
     "approximate_target",
     "build_report",
     "evaluate_downstream",

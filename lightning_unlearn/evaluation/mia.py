@@ -25,10 +25,14 @@ Min-K% keeps ``max(1, floor(k * n))`` tokens of a document with ``n`` target tok
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
+from typing import Any
 
 import torch
 from torch import Tensor
-from torchmetrics import Metric
+
+from .base import MetricResult, TokenMetric
+from .documents import SplitDocuments, padded
 
 MIA_SCORES = ("loss", "zlib", "min_k", "min_k_plus_plus")
 
@@ -41,7 +45,7 @@ __all__ = [
     "mia_scores",
     "roc_auc",
     "tpr_at_fpr",
-    "MembershipScores",
+    "MembershipInference",
 ]
 
 _SIGMA_FLOOR = 1e-8
@@ -182,39 +186,78 @@ def tpr_at_fpr(members: Tensor, non_members: Tensor, fpr: float = 0.05) -> float
     return float(tpr[allowed].max()) if allowed.any() else 0.0
 
 
-class MembershipScores(Metric):
-    """Per-document membership-inference scores of one split (list states, gathered across ranks).
+class MembershipInference(TokenMetric):
+    """Membership-inference attacks separating the member split (forget) from the non-member
+    split (approximate: unseen text of the same kind): per document, the four scores of
+    :func:`mia_scores`; per attack, the ROC AUC (``mia/{score}_auc``, members positive) and the
+    true-positive rate at a false-positive rate of ``fpr`` (``mia/{score}_tpr_at_5_fpr`` for 5%).
 
-    Each chunk is one document. ``compute()`` returns the concatenated scores
-    ``{"loss": Tensor[N], "zlib": ..., "min_k": ..., "min_k_plus_plus": ...}`` over all processes.
+    A well-unlearned model scores an AUC near 0.5. Values are absent when either split was not
+    evaluated (the checks during training score the forget split only).
 
     Args:
-        k: fraction of lowest-scoring tokens for Min-K% and Min-K%++ (papers: 0.2).
+        k: fraction of lowest tokens for Min-K% and Min-K%++ (papers: 0.2).
+        members: the split whose documents the model was trained on (positives).
+        non_members: the split of unseen in-distribution documents (negatives).
+        fpr: false-positive rate at which the true-positive rate is reported.
+        auc_tolerance: the verdict passes when the loss attack's AUC is within this of 0.5.
     """
 
-    full_state_update = False
+    prefix = "mia"
 
-    def __init__(self, *, k: float = 0.2, **kwargs) -> None:
-        super().__init__(**kwargs)
+    def __init__(
+        self,
+        *,
+        k: float = 0.2,
+        members: str = "forget",
+        non_members: str = "approximate",
+        fpr: float = 0.05,
+        auc_tolerance: float = 0.05,
+    ) -> None:
         if not 0.0 < k <= 1.0:
             raise ValueError(f"the Min-K% fraction k must be in (0, 1], got {k}")
-        self.k = float(k)
-        for name in MIA_SCORES:
-            self.add_state(name, default=[], dist_reduce_fx="cat")
+        if not 0.0 <= fpr <= 1.0:
+            raise ValueError(f"fpr must be in [0, 1], got {fpr}")
+        self.k, self.members, self.non_members = float(k), members, non_members
+        self.fpr, self.auc_tolerance = float(fpr), float(auc_tolerance)
 
-    def update(self, stats: dict[str, Tensor], zlib_len: Tensor | None = None) -> None:
-        """Add the documents of one batch; documents without target tokens are skipped."""
-        keep = stats["mask"].bool().any(dim=1)
-        scores = mia_scores(stats, zlib_len, k=self.k)
-        for name in MIA_SCORES:
-            # float32 on every rank: all_gather needs one dtype everywhere (empty ranks use it too)
-            getattr(self, name).append(scores[name][keep].float())
+    def scores(self, docs: SplitDocuments) -> dict[str, Tensor]:
+        """The four attacks' scores of every document of a split (higher: more likely member)."""
+        logprob, mask = padded(docs.logprob)
+        stats = {"logprob": logprob, "mask": mask}
+        stats["mu"] = padded(docs.mu)[0] if docs.mu else torch.zeros_like(logprob)
+        stats["sigma"] = padded(docs.sigma, fill=1.0)[0] if docs.sigma else torch.ones_like(logprob)
+        zlib_len = None if docs.zlib_len is None else torch.tensor(docs.zlib_len)
+        return mia_scores(stats, zlib_len, k=self.k)
 
-    def compute(self) -> dict[str, Tensor]:
-        out = {}
+    def compute(self, documents: Mapping[str, SplitDocuments]) -> MetricResult:
+        result = MetricResult()
+        scored = {s: self.scores(documents[s]) for s in (self.members, self.non_members)
+                  if s in documents}  # fmt: skip
+        for split, scores in scored.items():
+            result.documents[split] = {f"mia/{name}": scores[name].tolist() for name in MIA_SCORES}
+        if len(scored) < 2:
+            return result
+        pos, neg = scored[self.members], scored[self.non_members]
+        tpr_key = f"tpr_at_{self.fpr * 100:g}_fpr"
         for name in MIA_SCORES:
-            value = getattr(self, name)
-            if isinstance(value, list):
-                value = torch.cat(value) if value else torch.zeros(0, device=self.device)
-            out[name] = value.reshape(-1)
-        return out
+            result.values[f"mia/{name}_auc"] = roc_auc(pos[name], neg[name])
+            result.values[f"mia/{name}_{tpr_key}"] = tpr_at_fpr(pos[name], neg[name], self.fpr)
+        return result
+
+    def label(self, key: str) -> str:
+        name = key.removeprefix("mia/")
+        for score in MIA_SCORES:
+            if name == f"{score}_auc":
+                return f"MIA AUC {score}"
+        return None if name.endswith("_fpr") else key  # TPRs: in report.json, not the table
+
+    def verdict(self, report: Mapping[str, Any]) -> list[str]:
+        auc = (report.get("after") or {}).get("mia/loss_auc")
+        if auc is None:
+            return []
+        ok = abs(auc - 0.5) <= self.auc_tolerance
+        return [
+            f"{'PASS' if ok else 'FAIL'}: loss-MIA AUC {auc:.3f} "
+            f"{'is' if ok else 'is not'} within ±{self.auc_tolerance:g} of 0.5 (chance)"
+        ]

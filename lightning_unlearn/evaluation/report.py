@@ -1,15 +1,20 @@
 """The unlearning report: ``report.json``, ``report.md`` and ``perplexity.png``.
 
-``report.json`` has this shape (more keys may be added)::
+``report.json`` holds whatever metrics were configured; nothing here lists metric names::
 
-    {"model": str, "method": str, "steps": int, "seconds": float,
-     "before": {"ppl": {"forget": x, "approximate": x, "retain": x, "general": x},
-                "mia_auc": {"loss": x, "zlib": x, "min_k": x, "min_k_plus_plus": x}},
-     "after": {same shape}, "target_ppl": x,
-     "exact_retrain": {same shape}}          # only where an exact-retrain model was scored
+    {"model": str, "method": str, "steps": int, "seconds": float, "target_ppl": float,
+     "columns": ["before", "after", ...],          # plus e.g. "pretrained", "exact_retrain",
+     "before": {"forget/ppl": x, "mia/loss_auc": x, ...},     # "compare": the same flat values
+     "after": {...},
+     "documents": {"before": {"forget": {"doc_index": [...], "ppl": [...], ...}, ...},
+                   "after": {...}},                 # per document, where a metric has them
+     "metrics": [{"class": ..., options...}, ...],   # the configured metrics
+     "rows": [{"key": "forget/ppl", "label": "forget ppl", "metric": "Perplexity",
+               "change": "+59.7%"}, ...],           # the table, in the metrics' order
+     "verdict": ["PASS: ...", ...],
+     "history": [{"step": 0, "forget": ppl, ...}, ...]}      # the stopping checks (the plot)
 
-Each section also carries ``acc`` (next-token accuracy per split) and ``mia_tpr_at_5_fpr``.
-Missing values (a split that was not evaluated) are ``null``.
+Values that could not be computed are ``null`` (strict JSON).
 """
 
 from __future__ import annotations
@@ -21,30 +26,41 @@ from pathlib import Path
 from typing import Any
 
 from ..io import atomic_write_json, atomic_write_text
-from .metrics import EVAL_SPLITS
-from .mia import MIA_SCORES
+from .base import UnlearningMetric, finite
+from .metrics import EVAL_SPLITS, default_metrics
 from .results import approximate_target, normalise_metrics
 
-__all__ = ["build_report", "section", "write_report", "format_table", "plot_perplexity"]
+__all__ = ["build_report", "write_report", "format_table", "format_markdown", "plot_perplexity"]
 
 _REQUIRED = ("model", "method", "steps", "seconds", "before", "after", "target_ppl")
+#: documents listed per split in report.md (report.json has them all)
+MARKDOWN_DOCUMENTS = 12
 
 
-def _finite(value: float | None) -> float | None:
-    return value if value is not None and math.isfinite(value) else None
+def _flat(metrics: Any) -> dict[str, float | None]:
+    return {key: finite(value) for key, value in normalise_metrics(metrics).items()}
 
 
-def section(
-    metrics: Mapping[str, Any] | Sequence[Mapping[str, Any]] | None,
-) -> dict[str, dict[str, float | None]]:
-    """Nest a flat metric dict (evaluator or ``trainer.validate`` output) into a report section."""
-    flat = normalise_metrics(metrics)
-    return {
-        "ppl": {s: _finite(flat.get(f"{s}/ppl")) for s in EVAL_SPLITS},
-        "mia_auc": {m: _finite(flat.get(f"mia/{m}_auc")) for m in MIA_SCORES},
-        "acc": {s: _finite(flat.get(f"{s}/acc")) for s in EVAL_SPLITS},
-        "mia_tpr_at_5_fpr": {m: _finite(flat.get(f"mia/{m}_tpr_at_5_fpr")) for m in MIA_SCORES},
-    }
+def _rows(
+    metrics: Sequence[UnlearningMetric], sections: Mapping[str, Mapping[str, float | None]]
+) -> list[dict[str, str]]:
+    """The table's rows: each metric's values (as any column has them), in the metrics' order;
+    values no configured metric owns come last, labelled by their key."""
+    rows, seen = [], set()
+    keys = list(dict.fromkeys(k for section in sections.values() for k in section))
+    for metric in metrics:
+        for key in [k for k in keys if k not in seen and metric.owns(k)]:
+            seen.add(key)
+            label = metric.label(key)
+            if label is None:
+                continue
+            before, after = sections["before"].get(key), sections["after"].get(key)
+            rows.append(
+                {"key": key, "label": label, "metric": metric.name,
+                 "change": metric.change(before, after)}
+            )  # fmt: skip
+    rows += [{"key": k, "label": k, "metric": "", "change": "—"} for k in keys if k not in seen]
+    return rows
 
 
 def build_report(
@@ -56,8 +72,9 @@ def build_report(
     before: Mapping[str, Any] | Sequence[Mapping[str, Any]],
     after: Mapping[str, Any] | Sequence[Mapping[str, Any]],
     target_ppl: float | None = None,
-    exact_retrain: Mapping[str, Any] | Sequence[Mapping[str, Any]] | None = None,
-    pretrained: Mapping[str, Any] | Sequence[Mapping[str, Any]] | None = None,
+    columns: Mapping[str, Mapping[str, Any]] | None = None,
+    documents: Mapping[str, Mapping[str, Mapping[str, list]]] | None = None,
+    metrics: Sequence[UnlearningMetric] | None = None,
     history: list[dict[str, Any]] | None = None,
     extra: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
@@ -68,14 +85,16 @@ def build_report(
         method: the unlearning method's name (e.g. ``"GradientAscentDescent"``).
         steps: optimizer steps taken.
         seconds: wall-clock seconds of unlearning.
-        before: metrics of the original model (flat evaluator dict or ``trainer.validate`` output).
-        after: metrics of the unlearned model, same forms.
+        before: values of the original model (flat metric dict or ``trainer.validate`` output).
+        after: values of the unlearned model, same forms.
         target_ppl: the approximate-retrain target; ``None`` takes ``before``'s approximate
             perplexity.
-        exact_retrain: metrics of a model retrained without the forget set, when one exists.
-        pretrained: metrics of the model before the forget set was learned, when the experiment
-            taught it the forget set by fine-tuning (reported under ``"pretrained"``).
-        history: per-validation perplexities (``ApproximateRetrainStopping.history``).
+        columns: more models side by side (``{"exact_retrain": values, "pretrained": values}``).
+        documents: per column (``"before"``, ``"after"``, ...), per split, per-document values
+            (``{"doc_index": [...], "<value>": [...]}``).
+        metrics: the metrics that produced the values (their labels, changes and verdicts);
+            default: the default metrics.
+        history: the stopping checks (``UnlearningWorkflow.history``).
         extra: more top-level keys (must not replace the ones above).
 
     Raises:
@@ -84,19 +103,26 @@ def build_report(
     target = approximate_target(before) if target_ppl is None else float(target_ppl)
     if not math.isfinite(target) or target <= 0:
         approximate_target({"approximate/ppl": target})  # raises the clear empty-split message
+    metrics = list(default_metrics() if metrics is None else metrics)
+    sections = {"before": _flat(before), "after": _flat(after)}
+    for name, values in (columns or {}).items():
+        if name in sections:
+            raise ValueError(f"column {name!r} would replace the report's own {name!r}")
+        sections[name] = _flat(values)
     report: dict[str, Any] = {
         "model": str(model),
         "method": str(method),
         "steps": int(steps),
         "seconds": float(seconds),
-        "before": section(before),
-        "after": section(after),
         "target_ppl": target,
+        "columns": list(sections),
+        **sections,
+        "metrics": [m.describe() for m in metrics],
     }
-    if exact_retrain is not None:
-        report["exact_retrain"] = section(exact_retrain)
-    if pretrained is not None:
-        report["pretrained"] = section(pretrained)
+    report["rows"] = _rows(metrics, sections)
+    report["verdict"] = [line for m in metrics for line in m.verdict(report)]
+    if documents:
+        report["documents"] = {col: dict(splits) for col, splits in documents.items()}
     if history:
         report["history"] = [dict(entry) for entry in history]
     for key, value in (extra or {}).items():
@@ -111,34 +137,19 @@ def _fmt(value: float | None, digits: int = 3) -> str:
     return "—" if value is None else f"{value:.{digits}f}"
 
 
-def _change(before: float | None, after: float | None) -> str:
-    if before is None or after is None or before == 0:
-        return "—"
-    return f"{100.0 * (after - before) / before:+.1f}%"
-
-
-def _columns(report: Mapping[str, Any]) -> list[str]:
-    extra = [c for c in ("exact_retrain", "pretrained") if c in report]
-    return ["before", "after", *extra]
-
-
-def _rows(report: Mapping[str, Any]) -> tuple[list[str], list[list[str]]]:
-    cols = _columns(report)
-    header = ["metric", *cols, "after vs before"]
+def _table(report: Mapping[str, Any]) -> tuple[list[str], list[list[str]]]:
+    columns = list(report.get("columns") or ["before", "after"])
+    header = ["metric", *columns, "after vs before"]
     rows = []
-    for split in EVAL_SPLITS:
-        values = [report[c]["ppl"].get(split) for c in cols]
-        rows.append([f"{split} ppl", *map(_fmt, values), _change(values[0], values[1])])
-    for score in MIA_SCORES:
-        values = [report[c]["mia_auc"].get(score) for c in cols]
-        delta = "—" if None in values[:2] else f"{values[1] - values[0]:+.3f}"
-        rows.append([f"MIA AUC {score}", *map(_fmt, values), delta])
+    for row in report.get("rows", []):
+        values = [_fmt((report.get(c) or {}).get(row["key"])) for c in columns]
+        rows.append([row["label"], *values, row["change"]])
     return header, rows
 
 
 def format_table(report: Mapping[str, Any]) -> str:
     """The before/after table as aligned plain text, for a terminal."""
-    header, rows = _rows(report)
+    header, rows = _table(report)
     widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
 
     def line(cells: list[str]) -> str:
@@ -152,37 +163,46 @@ def format_table(report: Mapping[str, Any]) -> str:
     return "\n".join(out)
 
 
-def verdicts(
-    report: Mapping[str, Any], *, ppl_tolerance: float = 0.1, auc_tolerance: float = 0.05
-) -> list[str]:
-    """One-line judgements: forget ppl vs target, MIA AUC vs 0.5, utility change."""
-    lines = []
-    target = report["target_ppl"]
-    forget = report["after"]["ppl"].get("forget")
-    if forget is not None:
-        gap = (forget - target) / target
-        ok = abs(gap) <= ppl_tolerance
-        lines.append(
-            f"{'PASS' if ok else 'FAIL'}: forget ppl {forget:.3f} is {gap * 100:+.1f}% from the "
-            f"target {target:.3f} (within ±{ppl_tolerance * 100:g}%: {'yes' if ok else 'no'})"
-        )
-    auc = report["after"]["mia_auc"].get("loss")
-    if auc is not None:
-        ok = abs(auc - 0.5) <= auc_tolerance
-        lines.append(
-            f"{'PASS' if ok else 'FAIL'}: loss-MIA AUC {auc:.3f} "
-            f"{'is' if ok else 'is not'} within ±{auc_tolerance:g} of 0.5 (chance)"
-        )
-    for split in ("retain", "general"):
-        b, a = report["before"]["ppl"].get(split), report["after"]["ppl"].get(split)
-        if b is not None and a is not None:
-            lines.append(f"utility: {split} ppl {b:.3f} -> {a:.3f} ({_change(b, a)})")
-    return lines
+def _markdown_table(header: list[str], rows: list[list[str]]) -> list[str]:
+    out = [
+        "| " + " | ".join(header) + " |",
+        "|" + "|".join(["---"] + ["---:"] * (len(header) - 1)) + "|",
+    ]
+    return out + ["| " + " | ".join(r) + " |" for r in rows]
+
+
+def _document_tables(report: Mapping[str, Any]) -> list[str]:
+    """Per split, the per-document values of every column that has them (first documents)."""
+    documents = report.get("documents") or {}
+    splits = list(dict.fromkeys(s for col in documents.values() for s in col))
+    out: list[str] = []
+    for split in splits:
+        per_col = {c: documents[c][split] for c in documents if split in documents[c]}
+        names = list(dict.fromkeys(n for v in per_col.values() for n in v if n != "doc_index"))
+        if not names:
+            continue
+        index = next(iter(per_col.values()))["doc_index"]
+        header = ["document"] + [f"{n} ({c})" for n in names for c in per_col if n in per_col[c]]
+        rows = []
+        for i, doc in enumerate(index[:MARKDOWN_DOCUMENTS]):
+            cells = [str(doc)]
+            for n in names:
+                for values in per_col.values():
+                    if n in values:
+                        v = values[n][i] if i < len(values[n]) else None
+                        cells.append(_fmt(v if isinstance(v, (int, float)) else None))
+            rows.append(cells)
+        more = len(index) - MARKDOWN_DOCUMENTS
+        out += ["", f"### {split} ({len(index)} documents)", ""]
+        out += _markdown_table(header, rows)
+        if more > 0:
+            out.append(f"\n({more} more in report.json)")
+    return out
 
 
 def format_markdown(report: Mapping[str, Any]) -> str:
-    """``report.md``: the run, the before/after table, the target and the verdicts."""
-    header, rows = _rows(report)
+    """``report.md``: the run, the table, the target, the verdicts and per-document values."""
+    header, rows = _table(report)
     md = [
         f"# Unlearning report: {report['method']}",
         "",
@@ -190,12 +210,15 @@ def format_markdown(report: Mapping[str, Any]) -> str:
         f"- steps: {report['steps']}, time: {report['seconds']:.1f} s",
         f"- target (approximate-retrain) perplexity: **{_fmt(report['target_ppl'])}**",
         "",
-        "| " + " | ".join(header) + " |",
-        "|" + "|".join(["---"] + ["---:"] * (len(header) - 1)) + "|",
+        *_markdown_table(header, rows),
+        "",
+        "## Verdict",
+        "",
     ]
-    md += ["| " + " | ".join(r) + " |" for r in rows]
-    md += ["", "## Verdict", ""]
-    md += [f"- {v}" for v in verdicts(report)] or ["- no after metrics to judge"]
+    md += [f"- {v}" for v in report.get("verdict", [])] or ["- no after metrics to judge"]
+    per_document = _document_tables(report)
+    if per_document:
+        md += ["", "## Per document", *per_document]
     md += ["", "![perplexity over steps](perplexity.png)", ""]
     return "\n".join(md)
 
@@ -208,8 +231,8 @@ def _history_or_endpoints(
     if history:
         return list(history)
     return [
-        {"step": 0, **report["before"]["ppl"]},
-        {"step": report["steps"], **report["after"]["ppl"]},
+        {"step": 0, **{s: report["before"].get(f"{s}/ppl") for s in EVAL_SPLITS}},
+        {"step": report["steps"], **{s: report["after"].get(f"{s}/ppl") for s in EVAL_SPLITS}},
     ]
 
 

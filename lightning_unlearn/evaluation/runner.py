@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import torch
@@ -10,9 +10,10 @@ from torch import Tensor, nn
 
 from ..losses import token_statistics
 from ..models import model_inputs
+from .base import UnlearningMetric
 from .metrics import EVAL_SPLITS, UnlearningEvaluator
 
-__all__ = ["evaluate_splits"]
+__all__ = ["evaluate_splits", "evaluate_model"]
 
 
 def _loaders(source: Any) -> list[Iterable]:
@@ -39,35 +40,33 @@ def _logits(module: nn.Module, batch: dict[str, Any]) -> Tensor:
 
 
 @torch.no_grad()
-def evaluate_splits(
+def evaluate_model(
     module: nn.Module,
     data: Any,
     *,
     splits: tuple[str, ...] = EVAL_SPLITS,
-    k: float = 0.2,
+    metrics: Sequence[UnlearningMetric] | None = None,
     max_batches: int | None = None,
-) -> dict[str, float]:
-    """Run evaluation batches through a model and return the evaluator's flat metrics.
+) -> UnlearningEvaluator:
+    """Run evaluation batches through a model; returns the evaluator after ``compute()``.
 
     The same computation as ``trainer.validate`` on an
-    :class:`~lightning_unlearn.methods.base.UnlearningModule` (one forward pass per chunk,
+    :class:`~lightning_unlearn.methods.base.UnlearningModule` (one forward pass per window,
     :func:`~lightning_unlearn.losses.token_statistics`, :class:`UnlearningEvaluator`), in one
     process, without gradients, in eval mode (the previous mode is restored). Under
-    ``torch.distributed`` the metrics synchronise across ranks: call it on every rank, each with
-    its shard of the data, or on none.
+    ``torch.distributed`` the documents are gathered across ranks: call it on every rank, each
+    with its shard of the data, or on none. ``evaluator.last`` holds the values and the
+    per-document values, ``evaluator.last_documents`` the per-token statistics per document.
 
     Args:
         module: an ``UnlearningModule`` (built with ``configure_model()`` if needed) or a plain
             transformers causal LM, e.g. an exact-retrain model.
-        data: a dataloader yielding batches that carry ``split`` and ``zlib_len``, a list or dict
-            of such loaders, a ``CombinedLoader`` of them, or a data module (its
-            ``val_dataloader()`` is used).
+        data: a dataloader yielding batches that carry ``split`` (and ``doc_index``,
+            ``zlib_len``), a list or dict of such loaders, a ``CombinedLoader`` of them, or a data
+            module (its ``val_dataloader()`` is used).
         splits: the evaluation split names.
-        k: Min-K% fraction.
+        metrics: the metrics (token metrics are computed); default: the default metrics.
         max_batches: stop after this many batches per loader (``None``: all).
-
-    Returns:
-        ``{"forget/ppl": float, ..., "mia/loss_auc": float, ...}``.
     """
     if getattr(module, "model", "missing") is None and hasattr(module, "configure_model"):
         module.configure_model()
@@ -75,7 +74,7 @@ def evaluate_splits(
         device = next(module.parameters()).device
     except StopIteration:
         device = torch.device("cpu")
-    evaluator = UnlearningEvaluator(splits, k=k).to(device)
+    evaluator = UnlearningEvaluator(splits, metrics=metrics)
     was_training = module.training
     module.eval()
     try:
@@ -94,6 +93,22 @@ def evaluate_splits(
                 batch = {k: v.to(device) if isinstance(v, Tensor) else v for k, v in batch.items()}
                 stats = token_statistics(_logits(module, batch), batch["labels"])
                 evaluator.update(split, stats, batch)
-        return {key: float(value) for key, value in evaluator.compute().items()}
+        evaluator.compute()
+        return evaluator
     finally:
         module.train(was_training)
+
+
+def evaluate_splits(
+    module: nn.Module,
+    data: Any,
+    *,
+    splits: tuple[str, ...] = EVAL_SPLITS,
+    metrics: Sequence[UnlearningMetric] | None = None,
+    max_batches: int | None = None,
+) -> dict[str, float]:
+    """:func:`evaluate_model`'s flat values: ``{"forget/ppl": float, "mia/loss_auc": float, ...}``."""
+    evaluator = evaluate_model(
+        module, data, splits=splits, metrics=metrics, max_batches=max_batches
+    )
+    return {key: float(value) for key, value in evaluator.last.values.items()}

@@ -44,9 +44,12 @@ import zlib
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from ..io import atomic_write_json, atomic_write_text
+import torch
 
-__all__ = ["build_demo_corpus", "DEMO_SPLITS"]
+from ..io import atomic_write_json, atomic_write_text
+from .task import DemoSettings, settings_key
+
+__all__ = ["build_demo_corpus", "DEMO_SPLITS", "demo_corpus", "document_losses"]
 
 DEMO_SPLITS = ("forget", "approximate", "retain", "general", "pretrain", "pretrain_without_forget")
 _SKIP_DIRS = {
@@ -302,3 +305,63 @@ def build_demo_corpus(
     }
     atomic_write_json(out / "manifest.json", manifest)
     return out
+
+
+def document_losses(model_dir: Path, *, max_length: int, cache: Path | None = None):
+    """A ``difficulty`` scorer for :func:`~lightning_unlearn.demo.corpus.build_demo_corpus`: the mean
+    token loss of each text (its first ``max_length`` tokens) under the model in ``model_dir``.
+    Scores are cached in ``cache`` by model and texts, so a second run does not load the model."""
+
+    def score(texts: list[str]) -> list[float]:
+        key = settings_key(str(model_dir), max_length, texts)
+        path = None if cache is None else cache / f"difficulty-{key}.json"
+        if path is not None and path.is_file():
+            return json.loads(path.read_text())
+        from transformers import AutoModelForCausalLM
+
+        from ..data import PadCollator
+        from ..losses import sequence_nll
+        from ..models import load_tokenizer
+
+        tokenizer = load_tokenizer(str(model_dir))
+        model = AutoModelForCausalLM.from_pretrained(str(model_dir)).eval()
+        pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+        collate = PadCollator(pad)  # labels are -100 on padding, so pad's value never counts
+        encoded = [tokenizer(t, truncation=True, max_length=max_length)["input_ids"] for t in texts]
+        order = sorted(range(len(texts)), key=lambda i: len(encoded[i]))
+        out = [0.0] * len(texts)
+        with torch.inference_mode():
+            for start in range(0, len(order), 8):  # batches of similar lengths
+                rows = order[start : start + 8]
+                batch = collate([{"input_ids": encoded[i]} for i in rows])
+                logits = model(
+                    input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]
+                ).logits
+                per_doc = sequence_nll(logits, batch["labels"])
+                for j, i in enumerate(rows):
+                    out[i] = float(per_doc[j])
+        if path is not None:
+            from ..io import atomic_write_json
+
+            atomic_write_json(path, out)
+        return out
+
+    return score
+
+
+def demo_corpus(model_dir: Path, s: DemoSettings) -> Path:
+    """Build the demo corpus under ``cache_dir``, forget / approximate matched on the loss of the
+    untouched model in ``model_dir`` (the benchmarks call this too, so they see the same corpus)."""
+    cache = Path(s.cache_dir)
+    return build_demo_corpus(
+        cache / "demo-corpus",
+        seed=s.seed,
+        forget_documents=s.forget_documents,
+        approximate_documents=s.approximate_documents,
+        retain_documents=s.retain_documents,
+        general_documents=s.general_documents,
+        min_chars=s.min_chars,
+        max_chars=s.max_chars,
+        difficulty=document_losses(model_dir, max_length=s.max_length, cache=cache / "scores"),
+        difficulty_name=f"mean token loss of {Path(model_dir).name} (untouched)",
+    )

@@ -1,0 +1,492 @@
+"""The unlearning workflow, in one place: measure before, fix the target, train with cheap checks,
+stop, measure after, report, export.
+
+``fit`` on the command line, ``evaluate``, the demo and every benchmark run through
+:class:`UnlearningWorkflow`, a Lightning callback with a few methods around ``trainer.fit``::
+
+    workflow = UnlearningWorkflow(metrics=None, tolerance=0.05)      # default metrics
+    trainer = L.Trainer(callbacks=[workflow], val_check_interval=1, check_val_every_n_epoch=None)
+    report = workflow.run(trainer, module, datamodule, output_dir="outputs/run")
+
+What it owns:
+
+* **before**: every configured metric on every evaluation split of the model handed to it
+  (:meth:`measure`, through ``trainer.validate`` so it runs under any strategy, ZeRO-3 included),
+  plus the metrics that generate text or read a second model;
+* **the target**: the approximate-retrain perplexity (the original model's perplexity on the
+  unseen ``approximate`` split), unless given;
+* **the checks** during training: validation during ``fit`` scores only the split the stop reads
+  (``datamodule.check_splits``), through the token metrics alone;
+* **the stop** (:class:`~lightning_unlearn.evaluation.ApproximateRetrainStopping`), or with
+  ``halt=False`` the place it would have stopped, measured in full while training goes on;
+* **after**, the history the plot draws (step 0 = before, the checks, the last step = after),
+  ``report.json`` / ``report.md`` / ``perplexity.png`` and the exported model, published together
+  (:func:`~lightning_unlearn.io.staged_outputs`).
+
+A fixed checkpoint (an original model, an exact-retrain model, ``evaluate --compare``) is measured
+with :meth:`measure_checkpoint`; its values can be cached (``score_cache``) by its weights' files,
+the data and the metrics.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from lightning.pytorch import Callback, LightningModule, Trainer
+
+from .evaluation.base import MetricResult, ModelMetric, UnlearningMetric
+from .evaluation.callbacks import ApproximateRetrainStopping
+from .evaluation.metrics import EVAL_SPLITS, default_metrics
+from .evaluation.report import build_report, format_table, write_report
+from .evaluation.results import approximate_target
+from .evaluation.runner import evaluate_model
+from .io import atomic_write_json, staged_outputs
+
+log = logging.getLogger(__name__)
+
+__all__ = ["Measurement", "UnlearningWorkflow"]
+
+
+@dataclass
+class Measurement:
+    """Every configured metric on one model: flat values and per-document values per split."""
+
+    values: dict[str, float] = field(default_factory=dict)
+    documents: dict[str, dict[str, list]] = field(default_factory=dict)
+
+    def merge(self, result: MetricResult, doc_index: Mapping[str, list[int]]) -> None:
+        self.values.update(result.values)
+        for split, columns in result.documents.items():
+            entry = self.documents.setdefault(split, {"doc_index": list(doc_index.get(split, []))})
+            entry.update(columns)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"values": self.values, "documents": self.documents}
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Measurement:
+        return cls(dict(data["values"]), {k: dict(v) for k, v in data["documents"].items()})
+
+    def split_ppl(self) -> dict[str, float | None]:
+        """``{"forget": ppl, ...}`` of the four splits (``None`` where not measured)."""
+        return {s: _finite(self.values.get(f"{s}/ppl")) for s in EVAL_SPLITS}
+
+
+def _finite(value: Any) -> float | None:
+    return float(value) if value is not None and math.isfinite(float(value)) else None
+
+
+class UnlearningWorkflow(Callback):
+    """The unlearning workflow as a Lightning callback (see the module docstring).
+
+    Args:
+        metrics: the metrics to report (token, generation and second-model metrics); default
+            :func:`~lightning_unlearn.evaluation.metrics.default_metrics`.
+        stop_at_target: stop once the forget perplexity reaches the approximate-retrain target
+            (the paper's tuning guideline); ``False`` trains for the Trainer's budget.
+        target_ppl: the target; ``None`` takes the approximate perplexity measured before.
+        tolerance: stop once forget ppl >= target * (1 - tolerance).
+        halt: stop training at the target (``True``); ``False`` measures the model where it
+            would have stopped (``measurements["stop"]``) and trains on (benchmarks).
+        measure_at_steps: optimizer steps after which the model is measured in full while it
+            trains (``measurements[step]``; one process only).
+        monitor_split: the split whose perplexity the stop reads (and the checks score).
+        reference_split: the split whose original perplexity is the target.
+        score_cache: a folder where measurements of fixed checkpoints are kept (``None``: none).
+        verbose: log the target, the stop and the measurements.
+    """
+
+    def __init__(
+        self,
+        *,
+        metrics: Sequence[UnlearningMetric] | None = None,
+        stop_at_target: bool = True,
+        target_ppl: float | None = None,
+        tolerance: float = 0.0,
+        halt: bool = True,
+        measure_at_steps: Sequence[int] = (),
+        monitor_split: str = "forget",
+        reference_split: str = "approximate",
+        score_cache: str | Path | None = None,
+        verbose: bool = True,
+    ) -> None:
+        super().__init__()
+        self.metrics = list(default_metrics() if metrics is None else metrics)
+        self.stop = (
+            ApproximateRetrainStopping(
+                target_ppl=target_ppl,
+                tolerance=tolerance,
+                monitor_split=monitor_split,
+                reference_split=reference_split,
+                verbose=verbose,
+            )
+            if stop_at_target
+            else None
+        )
+        self.target_ppl = target_ppl
+        self.halt = halt
+        self.measure_at_steps = sorted({int(s) for s in measure_at_steps})
+        self.monitor_split, self.reference_split = monitor_split, reference_split
+        self.score_cache = None if score_cache is None else Path(score_cache)
+        self.verbose = verbose
+        self.before: Measurement | None = None
+        self.after: Measurement | None = None
+        self.measurements: dict[Any, Measurement] = {}
+        self.checks: list[dict[str, Any]] = []
+        self.train_seconds = 0.0
+        self.train_tokens = 0
+        self._models: dict[str, torch.nn.Module] = {}
+        self._other_documents: dict[str, Any] = {}
+        self._started: float | None = None
+        self._step_started: float | None = None
+        self._stop_step: int | None = None
+        self._steps_done: int | None = None
+
+    # ------------------------------------------------------------------ metrics by kind
+    def _of_kind(self, kind: str) -> list[UnlearningMetric]:
+        return [m for m in self.metrics if m.needs == kind]
+
+    def attach(self, module: LightningModule, datamodule: Any) -> None:
+        """Give the module's evaluator the token metrics and the data module its check split."""
+        evaluator = getattr(module, "evaluator", None)
+        if evaluator is not None:
+            evaluator.metrics = self._of_kind("tokens")
+        if hasattr(datamodule, "check_splits"):
+            datamodule.check_splits = (self.monitor_split,)
+
+    # ------------------------------------------------------------------ measuring
+    def measure(self, trainer: Trainer, module: LightningModule, datamodule: Any) -> Measurement:
+        """Every metric of the model ``module`` trains, on every evaluation split: the token
+        metrics through ``trainer.validate`` (any strategy), then the generation and second-model
+        metrics."""
+        self.attach(module, datamodule)
+        trainer.validate(module, datamodule=datamodule, verbose=False)
+        evaluator = module.evaluator
+        return self._complete(evaluator.last, evaluator.last_documents, module, datamodule)
+
+    def measure_checkpoint(
+        self, model: str | Path | torch.nn.Module, datamodule: Any, *, gguf_file: str | None = None
+    ) -> Measurement:
+        """Every metric of a fixed checkpoint (folder, hub id, GGUF file or a loaded model) on
+        every evaluation split of ``datamodule``; cached in ``score_cache`` when set."""
+        path = None if isinstance(model, torch.nn.Module) else str(model)
+        cache = self._cache_path(path, datamodule) if path is not None else None
+        if cache is not None and cache.is_file():
+            return Measurement.from_json(json.loads(cache.read_text()))
+        loaded = model if path is None else self._load(path, gguf_file=gguf_file)
+        evaluator = evaluate_model(
+            loaded, datamodule.eval_loaders(), metrics=self._of_kind("tokens")
+        )
+        measurement = self._complete(evaluator.last, evaluator.last_documents, loaded, datamodule)
+        if cache is not None:
+            atomic_write_json(cache, measurement.to_json())
+        return measurement
+
+    def _complete(
+        self, tokens: MetricResult, documents: Mapping[str, Any], model: Any, datamodule: Any
+    ) -> Measurement:
+        doc_index = {split: docs.doc_index for split, docs in documents.items()}
+        out = Measurement()
+        out.merge(tokens, doc_index)
+        generators = self._of_kind("generation")
+        if generators:
+            net = _causal_lm(model)
+            for metric in generators:
+                splits = metric.splits or [s for s in EVAL_SPLITS if s in documents]
+                texts = {s: datamodule.eval_texts(s) for s in splits if s in documents}
+                result = metric.compute(net, datamodule.tokenizer, texts)
+                out.merge(result, {s: t.doc_index for s, t in texts.items()})
+        for metric in self._of_kind("model"):
+            other = self._other(metric, datamodule)
+            if other is not None:
+                out.merge(metric.compute(documents, other), doc_index)
+        return out
+
+    def _other(self, metric: ModelMetric, datamodule: Any):
+        """The second model's per-document statistics on the same data (scored once)."""
+        path = getattr(metric, "model_name_or_path", None)
+        if path is None:
+            return None
+        if path not in self._other_documents:
+            evaluator = evaluate_model(self._load(path), datamodule.eval_loaders(), metrics=[])
+            self._other_documents[path] = evaluator.last_documents
+        return self._other_documents[path]
+
+    def _load(self, path: str, *, gguf_file: str | None = None) -> torch.nn.Module:
+        if path not in self._models:
+            from .models import load_causal_lm
+
+            self._models[path] = load_causal_lm(path, gguf_file=gguf_file).eval()
+        return self._models[path]
+
+    def _cache_path(self, path: str, datamodule: Any) -> Path | None:
+        if self.score_cache is None:
+            return None
+        folder = Path(path)
+        weights = sorted(folder.glob("*.safetensors")) if folder.is_dir() else [folder]
+        stamp = [(w.name, w.stat().st_size, w.stat().st_mtime_ns) for w in weights if w.exists()]
+        data = getattr(datamodule, "hparams", {})
+        key = json.dumps(
+            [path, stamp, {k: str(v) for k, v in dict(data).items()},
+             [m.describe() for m in self.metrics]],
+            sort_keys=True, default=str,
+        )  # fmt: skip
+        return self.score_cache / f"scores-{hashlib.sha256(key.encode()).hexdigest()[:16]}.json"
+
+    # ------------------------------------------------------------------ before / after
+    def begin(
+        self,
+        trainer: Trainer,
+        module: LightningModule,
+        datamodule: Any,
+        *,
+        before: Measurement | None = None,
+    ) -> Measurement:
+        """Measure the model before unlearning (or take ``before``) and fix the target."""
+        self._started = time.perf_counter()
+        self.before = before if before is not None else self.measure(trainer, module, datamodule)
+        self.attach(module, datamodule)
+        if self.target_ppl is None:
+            self.target_ppl = approximate_target(self.before.values, split=self.reference_split)
+        if self.stop is not None and self.stop.target_ppl is None:
+            self.stop.target_ppl = self.target_ppl
+        if self.verbose:
+            log.info("approximate-retrain target: %s perplexity %.4f", self.reference_split,
+                     self.target_ppl)  # fmt: skip
+        return self.before
+
+    def run(
+        self,
+        trainer: Trainer,
+        module: LightningModule,
+        datamodule: Any,
+        *,
+        output_dir: str | Path | None = None,
+        export: bool = True,
+        before: Measurement | None = None,
+        columns: Mapping[str, Measurement] | None = None,
+        extra: Mapping[str, Any] | None = None,
+    ) -> dict[str, Any]:
+        """The whole workflow: :meth:`begin`, ``trainer.fit``, :meth:`finish`."""
+        self.begin(trainer, module, datamodule, before=before)
+        trainer.fit(module, datamodule=datamodule)
+        return self.finish(
+            trainer, module, datamodule, output_dir=output_dir, export=export, columns=columns,
+            extra=extra,
+        )  # fmt: skip
+
+    def history(self) -> list[dict[str, Any]]:
+        """What the plot draws: step 0 (before, every split), each check (the monitored split),
+        the last step (after, every split; it replaces a check at the same step)."""
+        entries = []
+        if self.before is not None:
+            entries.append({"step": 0, **self.before.split_ppl()})
+        for check in self.checks:
+            entry = {"step": check["step"], **{s: None for s in EVAL_SPLITS}}
+            entry[self.monitor_split] = check["ppl"]
+            if entries and entries[-1]["step"] == entry["step"]:
+                continue  # a check at step 0 scores what before already has
+            entries.append(entry)
+        if self.after is not None and self._steps_done is not None:
+            last = {"step": self._steps_done, **self.after.split_ppl()}
+            if entries and entries[-1]["step"] == last["step"]:
+                entries[-1] = last
+            else:
+                entries.append(last)
+        return entries
+
+    def finish(
+        self,
+        trainer: Trainer,
+        module: LightningModule,
+        datamodule: Any,
+        *,
+        output_dir: str | Path | None = None,
+        export: bool = True,
+        columns: Mapping[str, Measurement] | None = None,
+        method: str | None = None,
+        extra: Mapping[str, Any] | None = None,
+    ) -> dict[str, Any]:
+        """Measure after, build the report and (with ``output_dir``) publish it and the model."""
+        if self.before is None:
+            raise RuntimeError("UnlearningWorkflow.finish before begin: no 'before' measurement")
+        self._steps_done = int(trainer.global_step)
+        self.after = self.measure(trainer, module, datamodule)
+        stopped = self.stop.stopped_step if self.stop is not None else None
+        report = self.report(
+            model=str(getattr(module, "model_name_or_path", "")),
+            method=method or type(module).__name__,
+            steps=self._steps_done,
+            seconds=time.perf_counter() - (self._started or time.perf_counter()),
+            columns=columns,
+            extra={
+                "stopped_step": stopped if self.halt else self._stop_step,
+                "reached_target": (stopped if self.halt else self._stop_step) is not None,
+                "train_seconds": self.train_seconds,
+                "hyper_parameters": _plain(getattr(module, "hparams", {})),
+                **dict(extra or {}),
+            },
+        )
+        if output_dir is not None:
+            out = Path(output_dir)
+            with staged_outputs(out) as staging:
+                if export and hasattr(module, "export"):
+                    module.export(staging / "model", overwrite=True)
+                if trainer.is_global_zero:
+                    write_report(report, staging)
+        return report
+
+    def report(
+        self,
+        *,
+        model: str,
+        method: str,
+        steps: int,
+        seconds: float,
+        columns: Mapping[str, Measurement] | None = None,
+        before: Measurement | None = None,
+        after: Measurement | None = None,
+        extra: Mapping[str, Any] | None = None,
+    ) -> dict[str, Any]:
+        """The report of ``before`` and ``after`` (default: this run's; more ``columns``) with
+        the history; the target is the one fixed at :meth:`begin`, else ``before``'s."""
+        before = before if before is not None else self.before
+        after = after if after is not None else self.after
+        target = self.target_ppl
+        if target is None:
+            target = approximate_target(before.values, split=self.reference_split)
+        columns = dict(columns or {})
+        documents = {"before": before.documents, "after": after.documents}
+        documents.update({name: m.documents for name, m in columns.items()})
+        return build_report(
+            model=model,
+            method=method,
+            steps=steps,
+            seconds=seconds,
+            before=before.values,
+            after=after.values,
+            target_ppl=target,
+            columns={name: m.values for name, m in columns.items()},
+            documents={k: v for k, v in documents.items() if v},
+            metrics=self.metrics,
+            history=self.history(),
+            extra=extra,
+        )
+
+    # ------------------------------------------------------------------ Lightning hooks
+    def on_fit_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self.attach(pl_module, trainer.datamodule)
+
+    def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        if self.stop is not None:
+            self.stop.on_train_start(trainer, pl_module)
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        self._step_started = time.perf_counter()
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        if self._step_started is not None:
+            self.train_seconds += time.perf_counter() - self._step_started
+            self._step_started = None
+        self.train_tokens += _tokens(batch)
+        step = int(trainer.global_step)
+        if step in self.measure_at_steps and step not in self.measurements:
+            self.measurements[step] = self._measure_now(trainer, pl_module)
+
+    def on_validation_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        if getattr(trainer, "sanity_checking", False) or getattr(trainer.state, "fn", "") != "fit":
+            return
+        values = pl_module.evaluator.last.values
+        step = int(trainer.global_step)
+        ppl = _finite(values.get(f"{self.monitor_split}/ppl"))
+        self.checks.append({"step": step, "ppl": ppl, "train_seconds": self.train_seconds,
+                            "tokens": self.train_tokens})  # fmt: skip
+        if self.stop is None:
+            return
+        halt_before = trainer.should_stop
+        reached = self.stop.check(trainer, {f"val/{k}": v for k, v in values.items()})
+        if not self.halt:
+            trainer.should_stop = halt_before  # record where it would stop, and train on
+        if reached and self._stop_step is None:
+            self._stop_step = step
+            if not self.halt:
+                self.measurements["stop"] = self._measure_now(trainer, pl_module)
+
+    def _measure_now(self, trainer: Trainer, pl_module: LightningModule) -> Measurement:
+        """A full measurement in the middle of training (one process: a plain forward pass)."""
+        if trainer.world_size > 1:
+            raise RuntimeError(
+                "measurements in the middle of training (measure_at_steps, halt=False) run on one "
+                "process; use trainer.devices=1"
+            )
+        datamodule = trainer.datamodule
+        evaluator = evaluate_model(
+            pl_module, datamodule.eval_loaders(), metrics=self._of_kind("tokens")
+        )
+        out = self._complete(evaluator.last, evaluator.last_documents, pl_module, datamodule)
+        if self.verbose:
+            log.info("step %d: measured %s", trainer.global_step, out.split_ppl())
+        return out
+
+    # ------------------------------------------------------------------ checkpoints
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "target_ppl": self.target_ppl,
+            "before": None if self.before is None else self.before.to_json(),
+            "checks": list(self.checks),
+            "train_seconds": self.train_seconds,
+            "train_tokens": self.train_tokens,
+            "stop": None if self.stop is None else self.stop.state_dict(),
+        }
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.target_ppl = state_dict.get("target_ppl", self.target_ppl)
+        if state_dict.get("before") is not None:
+            self.before = Measurement.from_json(state_dict["before"])
+        self.checks = list(state_dict.get("checks", []))
+        self.train_seconds = float(state_dict.get("train_seconds", 0.0))
+        self.train_tokens = int(state_dict.get("train_tokens", 0))
+        if self.stop is not None and state_dict.get("stop") is not None:
+            self.stop.load_state_dict(state_dict["stop"])
+
+    # ------------------------------------------------------------------ printing
+    @staticmethod
+    def table(report: Mapping[str, Any]) -> str:
+        return format_table(report)
+
+
+def _causal_lm(model: Any) -> torch.nn.Module:
+    """The network to generate with: an UnlearningModule's model (adapters active), or a model."""
+    inner = getattr(model, "model", None)
+    return (
+        inner if isinstance(inner, torch.nn.Module) and hasattr(model, "training_step") else model
+    )
+
+
+def _tokens(batch: Any) -> int:
+    if isinstance(batch, Mapping):
+        total = 0
+        for part in batch.values():
+            if isinstance(part, Mapping) and "attention_mask" in part:
+                total += int(part["attention_mask"].sum())
+        return total
+    return 0
+
+
+def _plain(hparams: Any) -> dict[str, Any]:
+    out = {}
+    for key, value in dict(hparams).items():
+        if isinstance(value, (str, int, float, bool)) or value is None:
+            out[key] = value
+        else:
+            out[key] = str(value)
+    return out

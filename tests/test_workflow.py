@@ -1,0 +1,108 @@
+"""The unlearning workflow: metrics from outside the library reach every output of a tiny ``fit``,
+and ``evaluate`` reproduces ``fit``'s report."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import yaml
+from conftest import TINY_CORPUS
+from test_cli import write_config
+
+from lightning_unlearn.cli import main
+
+TOY = [
+    {"class_path": "toy_metrics.TokenCount"},
+    {"class_path": "toy_metrics.FirstTokenEcho"},
+    {"class_path": "toy_metrics.LogprobGap", "init_args": {"model_name_or_path": None}},
+    {"class_path": "lightning_unlearn.evaluation.Perplexity"},
+]
+
+
+@pytest.fixture(scope="module")
+def fitted(tiny_model_dir, tiny_corpus_dir, tmp_path_factory):
+    """One tiny fit through the CLI with the three toy metrics (the reference of the second-model
+    one is the untouched tiny model), and its printed output."""
+    tmp = tmp_path_factory.mktemp("workflow")
+    metrics = [dict(m) for m in TOY]
+    metrics[2] = {**metrics[2], "init_args": {"model_name_or_path": str(tiny_model_dir)}}
+    cfg = write_config(tmp / "config.yaml", tiny_model_dir, tiny_corpus_dir, tmp / "cache")
+    config = yaml.safe_load(cfg.read_text())
+    config["metrics"] = metrics
+    config["trainer"]["max_steps"] = 3
+    cfg.write_text(yaml.safe_dump(config))
+    out = tmp / "run"
+    import contextlib
+    import io
+
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        code = main(["fit", "--config", str(cfg), "--output_dir", str(out),
+                     "--stop_at_target", "false"])  # fmt: skip
+    assert code == 0
+    return {"out": out, "printed": printed.getvalue(), "config": config, "tmp": tmp}
+
+
+def test_toy_metrics_reach_report_json_markdown_and_the_printed_table(fitted):
+    report = json.loads((fitted["out"] / "report.json").read_text())
+    for column in ("before", "after"):
+        values = report[column]
+        assert values["toytokens/forget_tokens"] > 0
+        assert 0.0 <= values["toygen/forget_echo"] <= 1.0
+        assert "toyref/forget_gap" in values and "forget/ppl" in values
+        docs = report["documents"][column]["forget"]
+        n = len(docs["doc_index"])
+        assert n == len(TINY_CORPUS["forget"])  # one entry per document
+        for name in ("toytokens/tokens", "toytokens/best", "toygen/echo", "toyref/gap", "ppl"):
+            assert len(docs[name]) == n, name
+        assert sum(docs["toytokens/tokens"]) == values["toytokens/forget_tokens"]
+    # before training the evaluated model is the second model: no gap; after three steps, a gap
+    assert report["before"]["toyref/forget_gap"] == pytest.approx(0.0, abs=1e-6)
+    assert report["after"]["toyref/forget_gap"] != pytest.approx(0.0, abs=1e-4)
+    # no MIA: the metrics option replaced the default set
+    assert not any(k.startswith("mia/") for k in report["after"])
+    classes = [m["class"] for m in report["metrics"]]
+    assert classes[:3] == ["toy_metrics.TokenCount", "toy_metrics.FirstTokenEcho",
+                           "toy_metrics.LogprobGap"]  # fmt: skip
+    md = (fitted["out"] / "report.md").read_text()
+    printed = fitted["printed"]
+    for row in ("toytokens/forget_tokens", "toygen/forget_echo", "toyref/forget_gap"):
+        assert f"| {row} |" in md, row
+        assert row in printed, row
+    for column in ("toytokens/tokens (after)", "toygen/echo (after)", "toyref/gap (after)"):
+        assert column in md, column
+
+
+def test_evaluate_reproduces_fits_report(fitted, tiny_model_dir):
+    out, tmp = fitted["out"], fitted["tmp"]
+    data_config = tmp / "data.yaml"
+    data_config.write_text(yaml.safe_dump({"data": fitted["config"]["data"]}))
+    code = main(["evaluate", "--config", str(data_config), "--model", str(out / "model"),
+                 "--compare", str(tiny_model_dir), "--output_dir", str(tmp / "evaluated")])  # fmt: skip
+    assert code == 0
+    fit_report = json.loads((out / "report.json").read_text())
+    evaluated = json.loads((tmp / "evaluated" / "report.json").read_text())
+    for column in ("before", "after"):
+        for split in ("forget", "approximate", "retain"):
+            key = f"{split}/ppl"
+            assert evaluated[column][key] == pytest.approx(fit_report[column][key], rel=1e-3)
+    assert evaluated["target_ppl"] == pytest.approx(fit_report["target_ppl"], rel=1e-3)
+    # the default metrics: membership inference too
+    assert "mia/loss_auc" in evaluated["after"]
+
+
+def test_evaluate_refuses_bad_input_naming_it(tiny_model_dir, tmp_path, capsys):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "report.json").write_text("{}")
+    code = main(["evaluate", "--model", str(tiny_model_dir), "--data.forget", "/nonexistent.jsonl",
+                 "--output_dir", str(out)])  # fmt: skip
+    assert code == 2
+    assert "already exists" in capsys.readouterr().err
+    assert (out / "report.json").read_text() == "{}"
+    code = main(["evaluate", "--model", str(tiny_model_dir), "--data.forget", "/nonexistent.jsonl",
+                 "--output_dir", str(tmp_path / "new")])  # fmt: skip
+    err = capsys.readouterr().err
+    assert code == 2 and "/nonexistent.jsonl" in err and "Traceback" not in err
+    assert not (tmp_path / "new").exists()
