@@ -1,0 +1,1 @@
+"""Attacks that test whether forgetting lasts: relearning and quantization."""

@@ -1,0 +1,293 @@
+"""Forgetting quality of the NeurIPS 2023 Machine Unlearning competition (Kaggle), as pure math.
+
+Triantafillou et al. 2024, "Are we making progress in unlearning? Findings from the first NeurIPS
+unlearning competition" (arXiv:2406.09073); reference code: ``google-deepmind/unlearning_evaluation``
+``metric.py`` (``_get_epsilons``, ``compute_forget_score_from_confs``) and ``main.py``.
+
+N unlearned models (from N runs of the unlearning algorithm) and N models retrained from scratch
+without the forget set each give one confidence per forget example, arrays ``[N, E]``. For each
+example, the two columns of N scores are two samples; a family of threshold attacks tries to tell
+them apart, and each attack's false-positive / false-negative rates bound the example's
+``(epsilon, delta)`` "privacy degree" (Kairouz et al. 2015 hypothesis-testing view of DP):
+
+    epsilon = max(log(1 - delta - FPR) - log FNR,  log(1 - delta - FNR) - log FPR).
+
+Each example earns points that halve for every 0.5 of epsilon; the forgetting quality ``F`` is the
+mean over examples, and the competition score multiplies it by the retain and test utility ratios.
+
+Differences from the reference code (all documented where they apply):
+
+* thresholds are the pooled scores themselves rather than a grid of 100 per unit: every partition
+  the grid can produce is produced exactly, on any score scale, so epsilon is never under-estimated
+  by grid resolution (and may be slightly larger than the grid's);
+* by default the two-threshold rule tries every interval of pooled scores; the reference only
+  searches intervals whose width is within 2 units of the peakier population's spread
+  (``window=2.0`` reproduces that). Trying every interval finds more (tail) rules, so epsilon is
+  larger: for two *identical* N(0, 1) populations of N = 512, about 2.3-2.7 against 1.4-1.8 with
+  the reference window (1/16-1/32 of a point instead of 1/4-1/8);
+* an example for which every rule is dropped gets epsilon 0 (the reference asserts instead).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import numpy as np
+
+__all__ = [
+    "EPSILON_CAP",
+    "DELTA",
+    "epsilon_per_example",
+    "points",
+    "forgetting_quality",
+    "competition_score",
+]
+
+DELTA = 1e-5
+"""``delta`` of the reference ``metric.py`` (the 2023 starting kit used 0.01)."""
+
+EPSILON_CAP = 50.0
+"""Largest reported epsilon (reference ``EPSILON_CAP``); far beyond any scoring bucket."""
+
+_PEAKY_RATIO = 0.01
+_BUCKET = 0.5
+
+
+def _check_confidences(unlearned: np.ndarray, retrained: np.ndarray) -> tuple[np.ndarray, ...]:
+    unlearned = np.asarray(unlearned, dtype=np.float64)
+    retrained = np.asarray(retrained, dtype=np.float64)
+    if unlearned.ndim != 2 or unlearned.shape != retrained.shape:
+        raise ValueError(
+            "unlearned and retrained confidences must both be [N models, E examples] with the same "
+            f"shape, got {unlearned.shape} and {retrained.shape}"
+        )
+    if unlearned.size == 0:
+        raise ValueError(f"need at least one model and one example, got shape {unlearned.shape}")
+    for name, values in (("unlearned", unlearned), ("retrained", retrained)):
+        if not np.isfinite(values).all():
+            raise ValueError(f"{name} confidences contain NaN or infinite values")
+    return unlearned, retrained
+
+
+def _rule_epsilons(
+    false_pos: np.ndarray, false_neg: np.ndarray, n: int, delta: float
+) -> np.ndarray:
+    """Epsilon of each rule from its error *counts* out of ``n``; NaN marks a dropped rule.
+
+    Both counts 0 (perfect separation): ``inf``. Exactly one 0: dropped (the reference's reading is
+    too few samples to trust). A term whose ``1 - delta - rate`` is ``<= 0`` is vacuous (``-inf``,
+    as the reference's ``nanmax`` ignores it). The result is clipped at 0 from below.
+    """
+    fpr, fnr = false_pos / n, false_neg / n
+    with np.errstate(divide="ignore", invalid="ignore"):
+        room_fp, room_fn = 1.0 - delta - fpr, 1.0 - delta - fnr
+        first = np.where(room_fp > 0, np.log(room_fp), -np.inf) - np.log(fnr)
+        second = np.where(room_fn > 0, np.log(room_fn), -np.inf) - np.log(fpr)
+    eps = np.maximum(np.maximum(first, second), 0.0)
+    eps = np.where((false_pos == 0) & (false_neg == 0), np.inf, eps)
+    return np.where((false_pos == 0) != (false_neg == 0), np.nan, eps)
+
+
+def _counts_at_or_above(sorted_values: np.ndarray, thresholds: np.ndarray) -> np.ndarray:
+    return sorted_values.size - np.searchsorted(sorted_values, thresholds, side="left")
+
+
+def _counts_inside(sorted_values: np.ndarray, thresholds: np.ndarray) -> np.ndarray:
+    """``[lo, hi]`` counts for every pair of thresholds: rows ``lo``, columns ``hi``."""
+    at_most = np.searchsorted(sorted_values, thresholds, side="right")
+    below = np.searchsorted(sorted_values, thresholds, side="left")
+    return at_most[None, :] - below[:, None]
+
+
+def _reference_window(
+    thresholds: np.ndarray, peaky: np.ndarray, width: float, window: float
+) -> np.ndarray:
+    """Intervals ``[t_i, t_j]`` (rows ``i``, columns ``j``) the reference's search reaches.
+
+    The reference tries ``hi`` in ``[min + width - window, max + window]`` of the peakier
+    population and ``hi - lo`` within ``window`` of ``width`` (its smaller spread). The pooled
+    scores inside ``[lo, hi]`` are ``t_i..t_j`` when ``lo`` is in ``(t_{i-1}, t_i]`` and ``hi`` in
+    ``[t_j, t_{j+1})``; the interval is reached when those ranges allow such a ``lo`` and ``hi``.
+    """
+    before = np.concatenate([[-np.inf], thresholds[:-1]])
+    after = np.concatenate([thresholds[1:], [np.inf]])
+    hi_low = np.maximum(thresholds, peaky[0] + width - window)
+    hi_high = np.minimum(after, peaky[-1] + window)
+    shortest = hi_low[None, :] - thresholds[:, None]
+    longest = hi_high[None, :] - before[:, None]
+    return (hi_low <= hi_high)[None, :] & (shortest <= width + window) & (longest >= width - window)
+
+
+def _example_epsilon(
+    positive: np.ndarray, negative: np.ndarray, delta: float, cap: float, window: float | None
+) -> float:
+    pos_spread, neg_spread = np.ptp(positive), np.ptp(negative)
+    if min(pos_spread, neg_spread) < _PEAKY_RATIO * max(pos_spread, neg_spread):
+        return cap
+    n = positive.size
+    pos, neg = np.sort(positive), np.sort(negative)
+    thresholds = np.unique(np.concatenate([pos, neg]))
+    # (a) one threshold: scores >= t are called positive (the larger-median population)
+    single = _rule_epsilons(
+        _counts_at_or_above(neg, thresholds), n - _counts_at_or_above(pos, thresholds), n, delta
+    )
+    # (b) two thresholds: scores in [lo, hi] are called the peakier population (spread tie: the
+    # negative one, as the reference); errors are counted with the peakier one as "positive"
+    peaky, other = (pos, neg) if pos_spread < neg_spread else (neg, pos)
+    upper = np.triu(np.ones((thresholds.size, thresholds.size), dtype=bool))
+    if window is not None:
+        upper &= _reference_window(thresholds, peaky, min(pos_spread, neg_spread), window)
+    double = _rule_epsilons(
+        _counts_inside(other, thresholds)[upper],
+        n - _counts_inside(peaky, thresholds)[upper],
+        n,
+        delta,
+    )
+    eps = np.concatenate([single, double])
+    kept = eps[~np.isnan(eps)]
+    return float(np.clip(kept.max(), 0.0, cap)) if kept.size else 0.0
+
+
+def epsilon_per_example(
+    unlearned: np.ndarray,
+    retrained: np.ndarray,
+    *,
+    delta: float = DELTA,
+    cap: float = EPSILON_CAP,
+    window: float | None = None,
+) -> np.ndarray:
+    """Empirical privacy degree ``epsilon`` of every forget example (Triantafillou et al. 2024).
+
+    For example ``e``, the *positive* population is whichever of ``unlearned[:, e]`` and
+    ``retrained[:, e]`` has the larger median; on a tie the unlearned one (the reference's
+    ``retrain_is_positive = median_retrain > median_unlearned``).
+
+    If one population's spread (max - min) is below 1% of the other's, epsilon is ``cap``: a very
+    peaky population means the attack cannot be trusted to be sensitive enough (reference rule; two
+    zero spreads are *not* peaky, and are separated or not by the rules below).
+
+    Otherwise two families of decision rules are tried, thresholds taken at every pooled score
+    (exact on any scale; the reference uses a grid of 100 thresholds per unit):
+
+    * one threshold ``t``: scores ``>= t`` are called positive;
+    * two thresholds ``lo <= hi``: scores in ``[lo, hi]`` are called the *peakier* population (the
+      one with the strictly smaller spread; on a tie the negative one, as the reference); every
+      interval, or with ``window`` only those the reference's search reaches.
+
+    Each rule's ``FPR`` (share of the N negatives called positive) and ``FNR`` (share of the N
+    positives called negative) give
+    ``max(log(1 - delta - FPR) - log FNR, log(1 - delta - FNR) - log FPR)``, clipped at 0 below.
+    ``FPR = FNR = 0`` gives ``inf``; a rule with exactly one of them 0 is dropped. A term with
+    ``1 - delta - rate <= 0`` (a rate of 1) bounds nothing and is ignored; a rule with both terms
+    ignored gives 0. The example's epsilon is the maximum over kept rules, clipped to ``[0, cap]``,
+    and 0 when every rule is dropped (e.g. two identical constant populations). On exact median or
+    spread ties the result can depend on which population is which, as in the reference; with
+    continuous confidences such ties do not occur.
+
+    Args:
+        unlearned: confidences ``[N models, E examples]`` under the unlearned models.
+        retrained: confidences ``[N models, E examples]`` under the retrained models.
+        delta: the ``delta`` of ``(epsilon, delta)``-indistinguishability (reference: 1e-5).
+        cap: largest epsilon reported (reference: 50).
+        window: ``None`` tries every ``[lo, hi]``; a number keeps only intervals with
+            ``|hi - lo - s| <= window`` and ``hi`` in ``[min + s - window, max + window]`` of the
+            peakier population, ``s`` its spread: the reference's search (``buffer = 2.0``, in its
+            logit-scaled confidence units), to reproduce competition numbers. Scale-dependent.
+
+    Returns:
+        ``epsilon`` per example, shape ``[E]``, in ``[0, cap]``.
+    """
+    unlearned, retrained = _check_confidences(unlearned, retrained)
+    if not 0.0 <= delta < 1.0:
+        raise ValueError(f"delta must be in [0, 1), got {delta}")
+    retrain_is_positive = np.median(retrained, axis=0) > np.median(unlearned, axis=0)
+    positive = np.where(retrain_is_positive, retrained, unlearned)
+    negative = np.where(retrain_is_positive, unlearned, retrained)
+    return np.array(
+        [
+            _example_epsilon(positive[:, e], negative[:, e], delta, cap, window)
+            for e in range(positive.shape[1])
+        ]
+    )
+
+
+def points(epsilon: np.ndarray, n_models: int) -> np.ndarray:
+    """Points per example: 1 for epsilon in ``[0, 0.5)``, halving for every further 0.5.
+
+    Buckets of width 0.5 run from 0 up to ``bound = ceil(ln(n_models - 1))``, the largest epsilon N
+    samples per population can resolve (reference ``max_epsilon``): epsilon in ``[k/2, (k+1)/2)``
+    earns ``2**-k`` for ``(k+1)/2 <= bound``, and epsilon ``>= bound`` earns 0. For N = 512 the
+    bound is 7 (14 buckets); N = 4 gives 2; N = 3 gives 1; N = 2 gives 0, so nothing scores.
+
+    Args:
+        epsilon: per-example epsilon, ``>= 0``.
+        n_models: N, the number of models per population (at least 2).
+    """
+    if n_models < 2:
+        raise ValueError(f"points need at least 2 models per population, got n_models={n_models}")
+    epsilon = np.asarray(epsilon, dtype=np.float64)
+    if (epsilon < 0).any() or np.isnan(epsilon).any():
+        raise ValueError(f"epsilon must be >= 0 and not NaN, got {epsilon}")
+    bound = math.ceil(math.log(n_models - 1))
+    return np.where(epsilon < bound, 0.5 ** np.floor(epsilon / _BUCKET), 0.0)
+
+
+def forgetting_quality(
+    unlearned: np.ndarray,
+    retrained: np.ndarray,
+    *,
+    delta: float = DELTA,
+    window: float | None = None,
+) -> float:
+    """Forgetting quality ``F``: mean :func:`points` over forget examples (Triantafillou et al. 2024).
+
+    Args:
+        unlearned: confidences ``[N models, E examples]`` under the unlearned models.
+        retrained: confidences ``[N models, E examples]`` under the retrained models.
+        delta: see :func:`epsilon_per_example`.
+        window: see :func:`epsilon_per_example` (``2.0`` for the reference's interval search).
+
+    Returns:
+        ``F`` in ``[0, 1]``; 1 means no example is distinguishable beyond epsilon 0.5.
+    """
+    eps = epsilon_per_example(unlearned, retrained, delta=delta, window=window)
+    return float(points(eps, np.asarray(unlearned).shape[0]).mean())
+
+
+def _mean_utility(value: float | Sequence[float], name: str) -> float:
+    values = np.asarray(value, dtype=np.float64).reshape(-1)
+    if values.size == 0:
+        raise ValueError(f"{name} is empty: give one utility per model (or their mean)")
+    return float(values.mean())
+
+
+def competition_score(
+    forgetting: float,
+    *,
+    retain_utility_unlearned: float | Sequence[float],
+    retain_utility_retrained: float | Sequence[float],
+    test_utility_unlearned: float | Sequence[float],
+    test_utility_retrained: float | Sequence[float],
+) -> float:
+    """Final competition score ``F * (RA_u / RA_r) * (TA_u / TA_r)`` (reference ``main.py``).
+
+    Utilities (accuracies in the competition) may be one number or one per model; each side is
+    averaged over its models before the ratio.
+
+    Args:
+        forgetting: the forgetting quality ``F`` of :func:`forgetting_quality`.
+        retain_utility_unlearned: retain-set utility of the unlearned model(s).
+        retain_utility_retrained: retain-set utility of the retrained model(s).
+        test_utility_unlearned: test-set utility of the unlearned model(s).
+        test_utility_retrained: test-set utility of the retrained model(s).
+    """
+    retain_r = _mean_utility(retain_utility_retrained, "retain_utility_retrained")
+    test_r = _mean_utility(test_utility_retrained, "test_utility_retrained")
+    if retain_r == 0 or test_r == 0:
+        raise ValueError(
+            f"retrained utilities must be non-zero to form ratios, got retain {retain_r}, test {test_r}"
+        )
+    retain_u = _mean_utility(retain_utility_unlearned, "retain_utility_unlearned")
+    test_u = _mean_utility(test_utility_unlearned, "test_utility_unlearned")
+    return float(forgetting * (retain_u / retain_r) * (test_u / test_r))
