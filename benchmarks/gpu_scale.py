@@ -74,7 +74,7 @@ class _RandomTokens(torch.utils.data.IterableDataset):
         return self.steps
 
 
-def run_one(method: str, checkpoint: Path, args) -> dict:
+def run_one(method: str, checkpoint: Path, args, backward: str = "joint") -> dict:
     import lightning as Lg
     from transformers import AutoConfig
 
@@ -84,7 +84,7 @@ def run_one(method: str, checkpoint: Path, args) -> dict:
 
     cls = {"ga_gd": GradientAscentDescent, "ga_kl": GradientAscentKL}[method]
     module = cls(str(checkpoint), learning_rate=1e-5, warmup_ratio=0.0, scheduler="constant",
-                 gradient_checkpointing=args.gradient_checkpointing)  # fmt: skip
+                 gradient_checkpointing=args.gradient_checkpointing, backward=backward)  # fmt: skip
     world = int(os.environ.get("WORLD_SIZE", 1))
     strategy_cls = CPUDeepSpeedStrategy if args.cpu else HFDeepSpeedStrategy
     strategy = strategy_cls(
@@ -127,7 +127,8 @@ def run_one(method: str, checkpoint: Path, args) -> dict:
     peak = torch.cuda.max_memory_allocated() if torch.cuda.is_available() else 0
     mfu = tokens_per_s * flops_per_token / (args.peak_tflops * 1e12 * world)
     return {
-        "method": method, "strategy": "zero3" + ("+offload" if args.offload else ""), "gpus": world,
+        "method": method, "backward": backward,
+        "strategy": "zero3" + ("+offload" if args.offload else ""), "gpus": world,
         "tokens_per_s": round(tokens_per_s, 1), "peak_gpu_gib": round(peak / 1024**3, 2),
         "mfu": round(mfu, 4), "params": n, "seq_len": args.seq_len, "micro_batch": args.micro_batch,
     }  # fmt: skip
@@ -150,6 +151,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--micro-batch", type=int, default=1)
     parser.add_argument("--gradient-checkpointing", action="store_true")
     parser.add_argument(
+        "--backward",
+        nargs="+",
+        default=["joint", "sequential"],
+        choices=["joint", "sequential"],
+        help="backward orders to time, interleaved per method (docs/cluster.md)",
+    )
+    parser.add_argument(
         "--peak-tflops", type=float, default=989.0, help="peak bf16 TFLOP/s per GPU"
     )
     parser.add_argument("--cpu", action="store_true", help="smoke test on CPU processes (gloo)")
@@ -170,7 +178,11 @@ def main(argv: list[str] | None = None) -> int:
     checkpoint = folder / args.model
     while not (checkpoint / "config.json").exists():  # other ranks wait for rank 0's save
         time.sleep(1)
-    results = [run_one(m, checkpoint, args) for m in args.methods]
+    results = [
+        run_one(m, checkpoint, args, order)
+        for i, m in enumerate(args.methods)
+        for order in (args.backward if i % 2 == 0 else list(reversed(args.backward)))
+    ]
     if rank == 0:
         for r in results:
             print(json.dumps(r))

@@ -101,6 +101,8 @@ class _Clock:
     def __init__(self, warmup: int) -> None:
         self.warmup, self.step, self.seconds, self.real, self.positions = warmup, 0, 0.0, 0, 0
         self.ref_positions = 0
+        self.step_seconds: list[float] = []  # each timed step
+        self.step_tokens: list[int] = []
 
     def start(self) -> None:
         self._t = time.perf_counter()
@@ -110,6 +112,8 @@ class _Clock:
         self.step += 1
         if self.step > self.warmup:
             self.seconds += elapsed
+            self.step_seconds.append(elapsed)
+            self.step_tokens.append(real)
             self.real += real
             self.positions += positions
             self.ref_positions += ref_positions
@@ -155,6 +159,7 @@ def run_lightning(args, corpus: Path, cache: Path, clock: _Clock) -> None:
         warmup_ratio=0.0,
         scheduler="constant",
         lora=LoraSettings() if args.lora else None,
+        backward=getattr(args, "backward", None),
     )
 
     class Clock(L.Callback):
@@ -365,9 +370,120 @@ def run_row(args) -> dict[str, Any]:
         "positions": clock.positions,
         "model_flops": flops,
         "seconds_per_step": clock.seconds / max(1, args.steps),
+        "step_seconds": clock.step_seconds,
+        "step_tokens": clock.step_tokens,
+        "backward": getattr(args, "backward", None),
         "peak_rss_mb": common.peak_rss_mb(),
         "params": n,
     }
+
+
+# ----------------------------------------------------------------------------------- backward orders
+#: (method, LoRA): the two pairs whose memory ratio the backward order should bring down
+ORDER_ROWS = (("GA", False), ("GA+GD", False), ("GA", True), ("GA+KL", True))
+
+
+def _median(values: list[float]) -> float:
+    ordered = sorted(values)
+    mid = len(ordered) // 2
+    return ordered[mid] if len(ordered) % 2 else 0.5 * (ordered[mid - 1] + ordered[mid])
+
+
+def backward_orders(args, peak: float, params: int, started: float, tmp) -> int:
+    """Joint and sequential backward of the library, interleaved (the order alternates from one
+    method to the next, so drift in the machine's speed does not favour one); per row the median
+    step time of at least 10 timed steps, tokens/s from it, and the row's own peak RSS."""
+    work = Path(args.workdir)
+    length, steps = args.lengths[0], max(10, args.steps)
+    rows = []
+    for i, (method, lora) in enumerate(ORDER_ROWS):
+        orders = ("joint", "sequential") if i % 2 == 0 else ("sequential", "joint")
+        for order in orders:
+            out = work / f"order-{method}-{int(lora)}-{order}.json"
+            argv = _row_argv(args, "lightning_unlearn", method, length, args.batch_size, steps,
+                             args.warmup, lora, params, out, backward=order)  # fmt: skip
+            row = finish_row(_isolated(args.isolation, argv, out), waste=0.0, peak=peak)
+            median = _median(row["step_seconds"])
+            row["median_step_seconds"] = median
+            row["median_tokens_per_s"] = _median(row["step_tokens"]) / median
+            rows.append(row)
+            print(
+                f"{row['method']:14s} {order:10s} {length}: median {median:.2f} s/step, "
+                f"{row['median_tokens_per_s']:.1f} tok/s, RSS {row['peak_rss_mb']:.0f} MiB "
+                f"(total {time.perf_counter() - started:.0f} s)",
+                flush=True,
+            )
+    result = {
+        "provenance": common.provenance(),
+        "model": args.model,
+        "max_length": length,
+        "batch_size": args.batch_size,
+        "timed_steps": steps,
+        "warmup": args.warmup,
+        "rows": rows,
+        "checks": order_checks(rows),
+        "total_seconds": time.perf_counter() - started,
+        "notes": args.notes,
+    }
+    path = Path(args.json).with_name("backward_orders.json")
+    common.write_json(path, result)
+    common.replace_section(args.markdown, "backward_orders", render_orders(result),
+                           title="Performance")  # fmt: skip
+    print(f"wrote {path} and {args.markdown}", flush=True)
+    if tmp is not None:
+        tmp.cleanup()
+    return 0
+
+
+def order_checks(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Issue #19's targets: memory of the retain methods over GA's (sequential), and sequential
+    tokens/s over joint's."""
+    by = {(r["method"], r["backward"]): r for r in rows}
+    out = []
+    for method, base, limit in (("GA+GD", "GA", 1.10), ("GA+KL (LoRA)", "GA (LoRA)", 1.15)):
+        for order in ("joint", "sequential"):
+            ga = by.get((base, order))
+            r = by.get((method, order))
+            if ga and r:
+                ratio = r["peak_rss_mb"] / ga["peak_rss_mb"]
+                out.append({"check": f"{method} / {base} peak RSS, {order}", "value": ratio,
+                            "target": limit, "ok": ratio <= limit if order == "sequential" else None,
+                            "upper_bound": True})  # fmt: skip
+        joint, seq = by.get((method, "joint")), by.get((method, "sequential"))
+        if joint and seq:
+            ratio = seq["median_tokens_per_s"] / joint["median_tokens_per_s"]
+            out.append({"check": f"{method}: sequential / joint tokens/s (medians)",
+                        "value": ratio, "target": 0.97, "ok": ratio >= 0.97})  # fmt: skip
+    return out
+
+
+def render_orders(result: dict[str, Any]) -> str:
+    lines = [
+        common.provenance_line(result["provenance"]),
+        "",
+        f"`benchmarks/throughput.py --backward-orders`: the library's two backward orders on "
+        f"`{Path(result['model']).name}`, max_length {result['max_length']}, batch "
+        f"{result['batch_size']}, {result['warmup']} warm-up step(s) then {result['timed_steps']} "
+        "timed steps per row, one fresh process per row (its own peak RSS), rows interleaved "
+        "(joint first for one method, sequential first for the next). Tokens/s from the median "
+        "step.",
+        "",
+        "| method | backward | median s/step | tokens/s (median step) | peak RSS (MiB) |",
+        "|---|---|---|---|---|",
+    ]
+    for r in result["rows"]:
+        lines.append(
+            f"| {r['method']} | {r['backward']} | {r['median_step_seconds']:.2f} | "
+            f"{r['median_tokens_per_s']:.1f} | {r['peak_rss_mb']:.0f} |"
+        )
+    lines += ["", "| check | measured | target | met |", "|---|---|---|---|"]
+    for c in result["checks"]:
+        op = "≤" if c.get("upper_bound") else "≥"
+        met = "—" if c["ok"] is None else ("yes" if c["ok"] else "**no**")
+        lines.append(f"| {c['check']} | {c['value']:.3f} | {op} {c['target']:.2f} | {met} |")
+    if result.get("notes"):
+        lines += ["", result["notes"]]
+    return "\n".join(lines)
 
 
 # ----------------------------------------------------------------------------------- driver
@@ -386,7 +502,9 @@ def finish_row(row: dict[str, Any], *, waste: float, peak: float) -> dict[str, A
     return row
 
 
-def _row_argv(args, impl, method, max_length, batch, steps, warmup, lora, params, out) -> list[str]:
+def _row_argv(
+    args, impl, method, max_length, batch, steps, warmup, lora, params, out, backward=None
+) -> list[str]:
     argv = [
         "--worker",
         "--impl",
@@ -415,6 +533,8 @@ def _row_argv(args, impl, method, max_length, batch, steps, warmup, lora, params
     if args.threads:
         argv += ["--threads", str(args.threads)]
     argv.append("--lora" if lora else "--no-lora")
+    if backward is not None:
+        argv += ["--backward", backward]
     return argv
 
 
@@ -601,6 +721,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--markdown", default=str(common.ROOT / "docs" / "performance.md"))
     p.add_argument("--notes", default="", help="text appended under the tables")
+    p.add_argument(
+        "--backward-orders",
+        action="store_true",
+        help="instead of the implementations: the library's joint and sequential backward "
+        "orders, interleaved, GA / GA+GD / GA (LoRA) / GA+KL (LoRA) at the first length, the "
+        "median of --steps timed steps (at least 10)",
+    )
     p.add_argument("--workdir", default=None)
     p.add_argument(
         "--render-only",
@@ -615,6 +742,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--corpus", help=argparse.SUPPRESS)
     p.add_argument("--row-json", help=argparse.SUPPRESS)
     p.add_argument("--params", type=int, default=None, help=argparse.SUPPRESS)
+    p.add_argument("--backward", default=None, help=argparse.SUPPRESS)
     return p
 
 
@@ -677,6 +805,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         str(n): padding_waste(tokenizer, texts, n)
         for n in sorted({512, 1024, 2048, 4096, *args.lengths})
     }
+    if args.backward_orders:
+        return backward_orders(args, peak, params, started, tmp)
     rows = []
     for length in args.lengths:
         waste = padding_waste(tokenizer, texts, length)

@@ -49,6 +49,10 @@ KNOWN_MODELS: dict[str, dict[str, Any]] = {
                       num_attention_heads=40, num_key_value_heads=40, vocab_size=32000),
     "llama-70b": dict(hidden_size=8192, intermediate_size=28672, num_hidden_layers=80,
                       num_attention_heads=64, num_key_value_heads=8, vocab_size=32000),
+    # meta-llama/Llama-3.2-1B (tied embeddings)
+    "llama3.2-1b": dict(hidden_size=2048, intermediate_size=8192, num_hidden_layers=16,
+                        num_attention_heads=32, num_key_value_heads=8, vocab_size=128256,
+                        tie_word_embeddings=True),
     # meta-llama/Meta-Llama-3-8B
     "llama3-8b": dict(hidden_size=4096, intermediate_size=14336, num_hidden_layers=32,
                       num_attention_heads=32, num_key_value_heads=8, vocab_size=128256),
@@ -158,7 +162,13 @@ METHODS: dict[str, str] = {
     "undial": "UNDIAL",
     "whp": "WhosHarryPotter",
     "dpo": "PreferenceUnlearning",
+    "wga": "WeightedGradientAscent",
+    "satimp": "SatImp",
+    "ce_u": "CrossEntropyUnlearning",
+    "pdu": "PrimalDualUnlearning",
 }
+#: options a class cannot be built without (they do not change what it holds in memory)
+REQUIRED_OPTIONS: dict[str, dict[str, Any]] = {"PrimalDualUnlearning": {"retain_bound": 1.0}}
 
 
 def method_class(method: str) -> type:
@@ -194,9 +204,17 @@ def method_needs(method: str, *, retain_term: str | None = None) -> MethodNeeds:
     ``configure_model``), so the planner, the CLI's token budget and training always agree.
     """
     cls = method_class(method)
-    kwargs = {} if retain_term is None else {"retain_term": retain_term}
+    kwargs = dict(REQUIRED_OPTIONS.get(cls.__name__, {}))
+    if retain_term is not None:
+        kwargs["retain_term"] = retain_term
     module = cls("<planned model>", **kwargs)
     return MethodNeeds(cls.__name__, bool(module.uses_retain), bool(module.needs_reference))
+
+
+def default_backward(layout: StrategyLayout) -> str:
+    """The backward order ``UnlearningModule.backward_mode`` picks under a preset: joint under
+    DeepSpeed (its engine reduces at every backward) and FSDP, else sequential."""
+    return "joint" if layout.engine == "deepspeed" or layout.shard == "full" else "sequential"
 
 
 # ---------------------------------------------------------------------- strategies
@@ -317,8 +335,18 @@ def plan_memory(
     gradient_checkpointing: bool = False,
     gpu_memory_gib: float = 80.0,
     cpu_memory_gib: float | None = None,
+    backward: str | None = None,
 ) -> MemoryPlan:
-    """Estimate memory for one training step; see the module docstring for the conventions."""
+    """Estimate memory for one training step; see the module docstring for the conventions.
+
+    ``backward`` is the method's backward order: ``"joint"`` holds the forget and the retain
+    sequence's activations and logits together until one backward; ``"sequential"`` (the
+    library's default, except under DeepSpeed and FSDP: :func:`default_backward`) back-propagates
+    the forget term first, so one sequence's are alive at a time.
+    """
+    backward = backward or default_backward(layout)
+    if backward not in ("joint", "sequential"):
+        raise ValueError(f"--backward must be 'joint' or 'sequential', got {backward!r}")
     if gpus < 1 or nodes < 1:
         raise ValueError(f"--gpus and --nodes must be >= 1, got gpus={gpus}, nodes={nodes}")
     if lora and size.lora == 0:
@@ -359,7 +387,8 @@ def plan_memory(
     if weights_sharded:
         # one layer gathered at a time (ZeRO-3: DeepSpeed counts 4 bytes x largest layer)
         gpu["gathered layer buffer"] = 4 * size.largest_layer
-    passes = 2 if method.uses_retain else 1  # forget and retain graphs are alive together
+    # joint: forget and retain graphs alive together; sequential: one at a time
+    passes = 2 if method.uses_retain and backward == "joint" else 1
     tokens = micro_batch * seq_len
     gpu["activations"] = (
         passes * tokens * activation_bytes_per_token(size, checkpointing=gradient_checkpointing)
@@ -465,6 +494,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="the method's retain term (default: its paper's)",
     )
     parser.add_argument(
+        "--backward",
+        default=None,
+        choices=["joint", "sequential"],
+        help="backward order (default: sequential; joint under DeepSpeed and FSDP)",
+    )
+    parser.add_argument(
         "--strategy",
         default="deepspeed_zero3",
         help=f"preset ({', '.join(PRESETS)}) or a trainer YAML",
@@ -498,7 +533,7 @@ def main(argv: list[str] | None = None) -> int:
         size, method=method, layout=layout, gpus=args.gpus, nodes=args.nodes, lora=args.lora,
         seq_len=args.seq_len, micro_batch=args.micro_batch,
         gradient_checkpointing=args.gradient_checkpointing,
-        gpu_memory_gib=args.gpu_memory, cpu_memory_gib=args.cpu_memory,
+        gpu_memory_gib=args.gpu_memory, cpu_memory_gib=args.cpu_memory, backward=args.backward,
     )  # fmt: skip
     reference = (
         None if args.lora else deepspeed_estimate(size, layout, gpus=args.gpus, nodes=args.nodes)
@@ -509,6 +544,7 @@ def main(argv: list[str] | None = None) -> int:
         + f", {method.name}, {args.strategy}, {args.gpus} GPU(s) x {args.nodes} node(s), "
         f"micro-batch {args.micro_batch} x {args.seq_len} tokens"
         + (", activation checkpointing" if args.gradient_checkpointing else "")
+        + f", {args.backward or default_backward(layout)} backward"
     )
     print(format_plan(plan, title=title, reference=reference))
     return 0 if plan.fits else 1

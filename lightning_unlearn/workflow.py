@@ -144,6 +144,9 @@ class UnlearningWorkflow(Callback):
         self.checks: list[dict[str, Any]] = []
         self.train_seconds = 0.0
         self.train_tokens = 0
+        #: wall seconds by phase: "before", "checks" (validation during fit), "after"
+        self.seconds: dict[str, float] = {"before": 0.0, "checks": 0.0, "after": 0.0}
+        self._check_started: float | None = None
         self._models: dict[str, torch.nn.Module] = {}
         self._other_documents: dict[str, Any] = {}
         self._started: float | None = None
@@ -254,6 +257,7 @@ class UnlearningWorkflow(Callback):
         """Measure the model before unlearning (or take ``before``) and fix the target."""
         self._started = time.perf_counter()
         self.before = before if before is not None else self.measure(trainer, module, datamodule)
+        self.seconds["before"] = time.perf_counter() - self._started
         self.attach(module, datamodule)
         if self.target_ppl is None:
             self.target_ppl = approximate_target(self.before.values, split=self.reference_split)
@@ -320,7 +324,9 @@ class UnlearningWorkflow(Callback):
         if self.before is None:
             raise RuntimeError("UnlearningWorkflow.finish before begin: no 'before' measurement")
         self._steps_done = int(trainer.global_step)
+        started = time.perf_counter()
         self.after = self.measure(trainer, module, datamodule)
+        self.seconds["after"] = time.perf_counter() - started
         stopped = self.stop.stopped_step if self.stop is not None else None
         report = self.report(
             model=str(getattr(module, "model_name_or_path", "")),
@@ -332,6 +338,7 @@ class UnlearningWorkflow(Callback):
                 "stopped_step": stopped if self.halt else self._stop_step,
                 "reached_target": (stopped if self.halt else self._stop_step) is not None,
                 "train_seconds": self.train_seconds,
+                "phase_seconds": {"train_steps": self.train_seconds, **self.seconds},
                 "hyper_parameters": _plain(getattr(module, "hparams", {})),
                 **dict(extra or {}),
             },
@@ -402,7 +409,13 @@ class UnlearningWorkflow(Callback):
         if step in self.measure_at_steps and step not in self.measurements:
             self.measurements[step] = self._measure_now(trainer, pl_module)
 
+    def on_validation_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self._check_started = time.perf_counter()
+
     def on_validation_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        if getattr(trainer.state, "fn", "") == "fit" and self._check_started is not None:
+            self.seconds["checks"] += time.perf_counter() - self._check_started
+        self._check_started = None
         if getattr(trainer, "sanity_checking", False) or getattr(trainer.state, "fn", "") != "fit":
             return
         values = pl_module.evaluator.last.values

@@ -94,6 +94,10 @@ class UnlearningModule(LightningModule):
         reference_model_name_or_path: a model to use as the frozen reference (KL, NPO, adversarial
             targets) instead of a copy of ``model_name_or_path``; it must have the same
             architecture (model type, vocabulary, hidden size).
+        backward: ``"sequential"``: back-propagate the forget term as soon as it is computed, then
+            the retain term, so the activations of one sequence are alive at a time (same
+            gradients as one backward of the sum); ``"joint"``: one backward of the sum. ``None``
+            (default): sequential, except joint under DeepSpeed and FSDP (``docs/cluster.md``).
     """
 
     #: the method's *forget term* compares against the frozen original model (a class fact; the
@@ -119,8 +123,11 @@ class UnlearningModule(LightningModule):
         scheduler: Literal["cosine", "constant"] = "cosine",
         max_forget_nll: float | None = None,
         reference_model_name_or_path: str | None = None,
+        backward: Literal["joint", "sequential"] | None = None,
     ) -> None:
         super().__init__()
+        if backward not in (None, "joint", "sequential"):
+            raise ValueError(f"backward must be 'joint', 'sequential' or None, got {backward!r}")
         _check_number("learning_rate", learning_rate, low=0.0, strict=True)
         _check_number("forget_weight", forget_weight, low=0.0)
         _check_number("retain_weight", retain_weight, low=0.0)
@@ -150,6 +157,7 @@ class UnlearningModule(LightningModule):
         self.scheduler_name = scheduler
         self.max_forget_nll = max_forget_nll
         self.reference_model_name_or_path = reference_model_name_or_path
+        self.backward_order = backward  # not `self.backward`: that is the LightningModule hook
         self.save_hyperparameters()
         # built in configure_model() so ZeRO-3 / FSDP can shard at creation
         self.model: nn.Module | None = None
@@ -327,16 +335,54 @@ class UnlearningModule(LightningModule):
                     "give the data module a 'retain' source"
                 )
             _check_targets(retain, "retain")
+            if self.backward_mode() == "sequential":
+                # back-propagate the forget term now and free its graph: the retain sequence's
+                # activations are then the only ones alive; the gradients add up to the joint ones
+                _check_finite(loss, self.global_step)
+                self._backward_now(loss, batch_idx)
+                loss = loss.detach()
             retain_term = self.retain_loss(retain)
             loss = loss + self.retain_weight * retain_term
             self.log("train/retain_loss", retain_term.detach(), prog_bar=True, batch_size=size)
-        if not torch.isfinite(loss):
-            raise DivergenceError(
-                f"non-finite training loss ({loss.item()}) at step {self.global_step}; lower the "
-                "learning_rate or resume from the last good checkpoint"
-            )
+        _check_finite(loss, self.global_step)
         self.log("train/loss", loss.detach(), prog_bar=True, batch_size=size)
         return loss
+
+    def backward_mode(self) -> str:
+        """``"joint"`` or ``"sequential"``: ``backward`` as configured, else sequential except
+        under DeepSpeed (the engine reduces at every backward: twice per step) and FSDP (its hooks
+        expect one backward per forward), where it is joint (``docs/cluster.md``)."""
+        if self.backward_order is not None:
+            return self.backward_order
+        strategy = type(getattr(self._trainer, "strategy", None)).__name__
+        return "joint" if ("DeepSpeed" in strategy or "FSDP" in strategy) else "sequential"
+
+    def _backward_now(self, loss: Tensor, batch_idx: int) -> None:
+        """Back-propagate ``loss`` inside ``training_step`` exactly as Lightning back-propagates
+        the step's returned loss (divided by the accumulation, through the strategy and the
+        precision plugin: loss scaling, backward hooks, the DeepSpeed engine).
+
+        Under DDP the step runs inside the wrapper's forward, before the reducer is prepared for
+        this step's backward, so this backward accumulates locally (like ``no_sync``) and the
+        step's second backward reduces the sum once. Under DeepSpeed ZeRO the optimizer is told a
+        new micro-batch began (what the engine's next forward would do), so the second backward
+        adds to the gradient partitions instead of replacing them.
+
+        Lightning zeroes the gradients after ``training_step`` returns, before its backward: on
+        the first batch of an accumulation cycle they are zeroed here instead, before this
+        backward, and :meth:`optimizer_zero_grad` skips that step's second zeroing.
+        """
+        trainer = self.trainer
+        optimizer = trainer.optimizers[0] if trainer.optimizers else None
+        if batch_idx % trainer.accumulate_grad_batches == 0 and optimizer is not None:
+            self.optimizer_zero_grad(trainer.current_epoch, batch_idx, optimizer)
+            self._zeroed_early = (trainer.current_epoch, batch_idx)
+        trainer.strategy.backward(loss / trainer.accumulate_grad_batches, optimizer)
+        zero = getattr(getattr(trainer.strategy, "model", None), "optimizer", None)
+        if "DeepSpeed" in type(trainer.strategy).__name__ and hasattr(
+            zero, "clear_backward_seen_flag"
+        ):
+            zero.clear_backward_seen_flag()
 
     def _check_forget_nll(self, forget: dict[str, Tensor]) -> None:
         """Stop when the forget NLL passes ``max_forget_nll`` (gradient ascent running away)."""
@@ -352,6 +398,14 @@ class UnlearningModule(LightningModule):
                 "stop earlier (ApproximateRetrainStopping) or raise max_forget_nll; the last "
                 "checkpoint was written before this step"
             )
+
+    def optimizer_zero_grad(self, epoch: int, batch_idx: int, optimizer) -> None:
+        """Zero the gradients, unless this step already did before its early forget backward
+        (``backward="sequential"``): those gradients are the step's and must stay."""
+        if getattr(self, "_zeroed_early", None) == (epoch, batch_idx):
+            self._zeroed_early = None
+            return
+        super().optimizer_zero_grad(epoch, batch_idx, optimizer)
 
     def on_after_backward(self) -> None:
         named = [(n, p.grad) for n, p in self.named_parameters() if p.grad is not None]
@@ -463,6 +517,14 @@ def _check_number(name: str, value: float, *, low: float, strict: bool = False) 
         op = ">" if strict else ">="
         shown = f"{value:g}" if isinstance(value, (int, float)) else repr(value)
         raise ValueError(f"{name} must be {op} {low:g}, got {shown}")
+
+
+def _check_finite(loss: Tensor, step: int) -> None:
+    if not torch.isfinite(loss):
+        raise DivergenceError(
+            f"non-finite training loss ({loss.item()}) at step {step}; lower the "
+            "learning_rate or resume from the last good checkpoint"
+        )
 
 
 def _check_targets(batch: dict[str, Tensor], part: str) -> None:
