@@ -49,7 +49,8 @@ SPLITS = ("forget", "approximate", "retain", "general")
 DIST_SPLITS = ("forget", "approximate", "retain")
 MIA = ("loss", "zlib", "min_k", "min_k_plus_plus")
 
-#: the paper's seven methods and NPO: (name, class name, retain data for training, class kwargs)
+#: the paper's seven methods, NPO and the 2025 methods: (name, class name, retain data for
+#: training, class kwargs)
 METHODS: tuple[tuple[str, str, str | None, dict], ...] = (
     ("GA", "GradientAscent", None, {}),
     ("RL", "RandomLabels", None, {}),
@@ -60,6 +61,17 @@ METHODS: tuple[tuple[str, str, str | None, dict], ...] = (
     ("GA+KL general", "GradientAscentKL", "general", {}),
     # not in the paper: NPO (Zhang et al. 2024) with the NLL retain term, the usual baseline since
     ("NPO+GD in-dist", "NegativePreferenceOptimization", "retain", {"retain_term": "nll"}),
+    # 2025 methods (open-unlearning ships them): their papers' defaults, in-distribution retain data
+    ("WGA in-dist", "WeightedGradientAscent", "retain", {}),
+    ("SatImp in-dist", "SatImp", "retain", {}),
+    ("CE-U", "CrossEntropyUnlearning", None, {}),
+    # PDU: the paper's TOFU dual settings; the bound 1.1 x the seen model's retain loss (~ln 4.92)
+    (
+        "PDU in-dist",
+        "PrimalDualUnlearning",
+        "retain",
+        {"retain_bound": 1.75, "dual_init": 100.0, "dual_lr": 5.0},
+    ),
 )
 TTF_METHODS = ("GA", "GA+GD in-dist")
 
@@ -928,7 +940,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         previous = json.loads(json_path.read_text())
     if previous is not None:  # same scoring subset: reuse the reference scores and finished runs
-        seen_values = previous["seen_values"]
+        seen_values = previous.get("seen_values") or {
+            **{f"{s}/ppl": v for s, v in previous["seen"]["ppl"].items() if v is not None},
+            **{f"mia/{m}_auc": v for m, v in previous["seen"]["mia_auc"].items() if v is not None},
+        }  # a file written before the scores were kept flat
         exact = previous["exact_retrain"]
     else:
         seen_values = scorer.measure_checkpoint(task.seen_dir, eval_data).values

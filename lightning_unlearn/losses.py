@@ -43,6 +43,11 @@ __all__ = [
     "retain_term_loss",
     "check_retain_term",
     "RETAIN_TERMS",
+    "wga_loss",
+    "satimp_loss",
+    "ce_u_loss",
+    "logit_flatness",
+    "dual_update",
 ]
 
 
@@ -383,3 +388,113 @@ def check_retain_term(kind: str) -> str:
     if kind not in RETAIN_TERMS:
         raise ValueError(f"retain_term must be one of {list(RETAIN_TERMS)}, got {kind!r}")
     return kind
+
+
+# --------------------------------------------------------------------------------------------
+# Methods of 2025: token-reweighted gradient ascent (WGA, SatImp), CE-U, PDU.
+# --------------------------------------------------------------------------------------------
+
+
+def _check_non_negative(name: str, value: float) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0:
+        raise ValueError(f"{name} must be >= 0, got {value}")
+
+
+def wga_loss(logits: Tensor, labels: Tensor, *, beta: float) -> Tensor:
+    """Weighted gradient ascent, WGA (Wang et al., ICLR 2025, "Rethinking LLM Unlearning
+    Objectives: A Gradient Perspective and Go Beyond", arXiv:2502.19301).
+
+    ``-mean_t(p_t^beta * CE_t)`` over the real target tokens of the batch, where ``CE_t`` is the
+    token's cross-entropy and ``p_t = exp(-CE_t)`` its probability. The weight ``p_t^beta`` is a
+    constant (detached): the gradient is that of gradient ascent, token by token scaled by how
+    likely the token still is, so tokens already forgotten stop pulling. ``beta = 0`` is gradient
+    ascent.
+    """
+    _check_non_negative("wga beta", beta)
+    nll, mask = per_token_nll(logits, labels)
+    weight = torch.exp(-beta * nll.detach())  # p_t^beta
+    return -_masked_mean(weight * nll, mask)
+
+
+def satimp_loss(logits: Tensor, labels: Tensor, *, beta1: float, beta2: float) -> Tensor:
+    """SatImp (Yang et al., ICML 2025, "Exploring Criteria of Loss Reweighting to Enhance LLM
+    Unlearning", arXiv:2505.11953).
+
+    ``-mean_t(p_t^beta1 * (1 - p_t)^beta2 * CE_t)`` over real target tokens (``p_t = exp(-CE_t)``):
+    the saturation factor ``p^beta1`` favours tokens that are still likely, the importance factor
+    ``(1 - p)^beta2`` damps those the model is already sure of. The weight is a constant
+    (detached). ``beta2 = 0`` is :func:`wga_loss` with ``beta = beta1``.
+    """
+    _check_non_negative("satimp beta1", beta1)
+    _check_non_negative("satimp beta2", beta2)
+    nll, mask = per_token_nll(logits, labels)
+    detached = nll.detach()
+    weight = torch.exp(-beta1 * detached) * (-torch.expm1(-detached)).pow(beta2)
+    return -_masked_mean(weight * nll, mask)
+
+
+def ce_u_loss(logits: Tensor, labels: Tensor, *, skip_first: int = 1) -> Tensor:
+    """Cross-entropy unlearning, CE-U (Yang 2025, "CE-U: Cross Entropy Unlearning",
+    arXiv:2503.01224).
+
+    At each target position the target distribution is the model's own prediction with the true
+    token removed, ``q = softmax(z.detach())`` with ``z_{y_t}`` set to ``-inf``; the loss is the
+    cross-entropy ``-sum_v q_v log softmax(z)_v``, mean over positions. Its gradient with respect to
+    the logits is ``softmax(z) - q``: bounded, unlike gradient ascent's. The target is a constant.
+
+    Args:
+        skip_first: leave out the first ``skip_first`` real target tokens of each sequence (the
+            paper's training settings skip the first answer token: ``1``).
+    """
+    if isinstance(skip_first, bool) or not isinstance(skip_first, int) or skip_first < 0:
+        raise ValueError(f"ce_u skip_first must be an int >= 0, got {skip_first!r}")
+    shifted_logits, shifted_labels, mask = shift_for_next_token(logits, labels)
+    keep = mask & (mask.cumsum(dim=1) > skip_first)
+    if not keep.any():
+        raise ValueError(
+            f"no target tokens left after skipping the first {skip_first} of each sequence; "
+            "lower skip_first or use longer forget documents"
+        )
+    z = shifted_logits[keep].float()  # [n, vocab]: only the kept positions
+    y = shifted_labels[keep].unsqueeze(-1)
+    target = F.softmax(z.detach().scatter(-1, y, float("-inf")), dim=-1)
+    return -(target * F.log_softmax(z, dim=-1)).sum(dim=-1).mean()
+
+
+def logit_flatness(logits: Tensor, labels: Tensor) -> Tensor:
+    """Logit-margin flattening, the forget term of PDU (Entesari et al., NeurIPS 2025,
+    "Constrained Entropic Unlearning: A Primal-Dual Framework for Large Language Models",
+    arXiv:2506.05314).
+
+    ``mean_t (max_v z_{t,v} - mean_v z_{t,v})^2``: zero exactly when the prediction is uniform; it
+    needs no softmax and its gradient does not vanish near uniform, unlike the entropy. The positions
+    ``t`` are the predictions of real target tokens (after the shift, as everywhere in this module);
+    the label values themselves are not used. (open-unlearning's PDU masks the unshifted logits
+    with the unshifted labels instead: the same positions moved by one.)
+    """
+    shifted_logits, _, mask = shift_for_next_token(logits, labels)
+    if not mask.any():
+        raise ValueError(
+            "batch has no real target tokens (every label is -100); check the data's labels "
+            "or drop empty documents"
+        )
+    z = shifted_logits[mask].float()  # [n, vocab]: only the target positions
+    return (z.amax(dim=-1) - z.mean(dim=-1)).square().mean()
+
+
+def dual_update(
+    lam: Tensor | float, retain_loss: Tensor | float, *, bound: float, lr: float
+) -> Tensor:
+    """One projected dual-ascent step of PDU (Entesari et al. 2025, arXiv:2506.05314).
+
+    ``max(0, lam + lr * (retain_loss - bound))``: the retain weight ``lam`` (the Lagrange
+    multiplier of the constraint ``retain_loss <= bound``) grows while the constraint is violated
+    and shrinks, down to 0, while it holds. Computed in ``lam``'s dtype (float64 for a Python
+    float); nothing here carries a gradient.
+    """
+    _check_non_negative("dual lr", lr)
+    lam = lam.detach() if isinstance(lam, Tensor) else torch.tensor(float(lam), dtype=torch.float64)
+    if not lam.is_floating_point():
+        lam = lam.double()
+    loss = torch.as_tensor(retain_loss, device=lam.device).detach().to(lam.dtype)
+    return (lam + lr * (loss - bound)).clamp_min(0.0)

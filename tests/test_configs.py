@@ -63,6 +63,10 @@ def test_there_are_configs_of_every_kind():
         "undial",
         "dpo",
         "whos_harry_potter",
+        "wga",
+        "satimp",
+        "ce_u",
+        "pdu",
     ):
         assert expected in names, expected
 

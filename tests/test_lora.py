@@ -10,15 +10,19 @@ from transformers import AutoModelForCausalLM
 from lightning_unlearn import (
     UNDIAL,
     AdversarialSamples,
+    CrossEntropyUnlearning,
     GradientAscent,
     GradientAscentDescent,
     GradientAscentKL,
     LoraSettings,
     NegativePreferenceOptimization,
     PreferenceUnlearning,
+    PrimalDualUnlearning,
     RandomLabels,
     RepresentationMisdirection,
+    SatImp,
     SimNPO,
+    WeightedGradientAscent,
     WhosHarryPotter,
 )
 from lightning_unlearn.testing import build_method as build
@@ -39,6 +43,10 @@ ALL_METHODS = [
     (RepresentationMisdirection, {"layer": 1, "steering_coefficient": 20.0, "retain_weight": 1.0}),
     (WhosHarryPotter, {"reinforce_steps": 2, "reinforce_lr": 1e-2, "target": "soft"}),
     (PreferenceUnlearning, {"prompt_tokens": 4}),
+    (WeightedGradientAscent, {}),
+    (SatImp, {}),
+    (CrossEntropyUnlearning, {}),
+    (PrimalDualUnlearning, {"retain_bound": 1.0}),
 ]
 
 

@@ -205,7 +205,13 @@ def test_planner_and_classes_agree_for_every_method_and_retain_term(short, retai
         with pytest.raises(ValueError, match="RMU's retain term is its own"):
             method_needs(short, retain_term=retain_term)
         return
-    kwargs = {} if retain_term is None else {"retain_term": retain_term}
+    if short == "pdu" and retain_term == "none":
+        with pytest.raises(ValueError, match="constrains the retain loss"):
+            method_needs(short, retain_term=retain_term)
+        return
+    kwargs = dict(planner.REQUIRED_OPTIONS.get(cls.__name__, {}))
+    if retain_term is not None:
+        kwargs["retain_term"] = retain_term
     module = cls("unused-path", **kwargs)
     needs = method_needs(short, retain_term=retain_term)
     assert (needs.uses_retain, needs.reference) == (module.uses_retain, module.needs_reference)
@@ -216,16 +222,34 @@ def test_planner_and_classes_agree_for_every_method_and_retain_term(short, retai
             assert needs.reference
     llama = load_model_config("llama-7b")
     size = model_size(llama)
-    plan = plan_memory(size, method=needs, layout=PRESETS["single_gpu"], gpus=1, seq_len=512)
-    alone = plan_memory(
-        size, method=MethodNeeds("x", False, False), layout=PRESETS["single_gpu"], gpus=1,
-        seq_len=512,
-    )  # fmt: skip
+    kw = dict(layout=PRESETS["single_gpu"], gpus=1, seq_len=512, backward="joint")
+    plan = plan_memory(size, method=needs, **kw)
+    alone = plan_memory(size, method=MethodNeeds("x", False, False), **kw)
     assert (plan.gpu["activations"] > alone.gpu["activations"]) is needs.uses_retain
     assert (plan.gpu["reference model"] > 0) is needs.reference
 
 
 def test_paper_defaults_of_the_retain_term():
     defaults = {k: method_needs(k) for k in METHODS}
-    assert [k for k, n in defaults.items() if n.uses_retain] == ["ga_gd", "ga_kl", "simnpo", "rmu"]
+    assert [k for k, n in defaults.items() if n.uses_retain] == [
+        "ga_gd", "ga_kl", "simnpo", "rmu", "wga", "satimp", "pdu"
+    ]  # fmt: skip
     assert not defaults["simnpo"].reference and defaults["npo"].reference
+
+
+def test_sequential_backward_holds_one_sequence_of_activations_at_a_time(llama7b):
+    """Joint: the forget and the retain sequence's activations and logits are alive together;
+    sequential: as for a method without a retain term. The default follows the library's."""
+    kw = dict(layout=PRESETS["single_gpu"], gpus=1, seq_len=2048)
+    ga = plan_memory(llama7b, method=method_needs("ga"), **kw)
+    joint = plan_memory(llama7b, method=method_needs("ga_gd"), backward="joint", **kw)
+    sequential = plan_memory(llama7b, method=method_needs("ga_gd"), backward="sequential", **kw)
+    for part in ("activations", "logits"):
+        assert joint.gpu[part] == 2 * ga.gpu[part]
+        assert sequential.gpu[part] == ga.gpu[part]
+    assert plan_memory(llama7b, method=method_needs("ga_gd"), **kw).gpu == sequential.gpu
+    zero3 = dict(layout=PRESETS["deepspeed_zero3"], gpus=8, seq_len=2048)
+    assert (plan_memory(llama7b, method=method_needs("ga_gd"), **zero3).gpu
+            == plan_memory(llama7b, method=method_needs("ga_gd"), backward="joint", **zero3).gpu)  # fmt: skip
+    with pytest.raises(ValueError, match="--backward must be 'joint' or 'sequential'"):
+        plan_memory(llama7b, method=method_needs("ga"), backward="both", **kw)

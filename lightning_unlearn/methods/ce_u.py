@@ -1,0 +1,49 @@
+"""Cross-entropy unlearning (CE-U).
+
+Bo Yang, "CE-U: Cross Entropy Unlearning", 2025 (arXiv:2503.01224). At each forget position the
+target distribution is the model's own prediction with the true next token removed,
+
+    q_t = softmax(z_t.detach()) with z_{t, y_t} set to -inf,
+    L_CE-U = mean_t CE(q_t, softmax(z_t)) = -mean_t sum_v q_{t,v} log softmax(z_t)_v,
+
+so the gradient on the logits is ``softmax(z_t) - q_t``: it moves the true token's probability to
+the other tokens in proportion to their current share, and stays bounded where gradient ascent's
+vanishes (confident model) or explodes (unlikely token). The first ``n`` target tokens of each
+sequence are left out (the paper's training settings: ``n = 1``, the first answer token). The paper
+reaches its TOFU results without retain data or a reference model, hence ``retain_term="none"``.
+"""
+
+from __future__ import annotations
+
+from torch import Tensor
+
+from ..losses import ce_u_loss
+from .base import RetainTerm, UnlearningModule
+
+
+class CrossEntropyUnlearning(UnlearningModule):
+    """Cross-entropy to the model's own prediction with the true token removed.
+
+    Args:
+        skip_first: number of real target tokens at the start of each sequence left out of the
+            loss (paper and open-unlearning: 1).
+        retain_term: ``"none"`` (paper), ``"nll"`` or ``"kl"`` on retain data, weighted by
+            ``retain_weight``; see :class:`UnlearningModule`.
+        **kwargs: see :class:`UnlearningModule`.
+    """
+
+    def __init__(
+        self,
+        model_name_or_path: str,
+        *,
+        skip_first: int = 1,
+        retain_term: RetainTerm = "none",
+        **kwargs,
+    ) -> None:
+        if isinstance(skip_first, bool) or not isinstance(skip_first, int) or skip_first < 0:
+            raise ValueError(f"skip_first must be an int >= 0, got {skip_first!r}")
+        super().__init__(model_name_or_path, retain_term=retain_term, **kwargs)
+        self.skip_first = skip_first
+
+    def forget_loss(self, batch: dict[str, Tensor]) -> Tensor:
+        return ce_u_loss(self(batch), batch["labels"], skip_first=self.skip_first)
