@@ -952,7 +952,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     before = Measurement(dict(seen_values))
     target = seen["ppl"]["approximate"]
     print(f"target {target:.3f}; seen {seen['ppl']}; exact {exact['ppl']}", flush=True)
-    pretraining = None
+    pretraining = (previous or {}).get("pretraining")  # kept on --resume
 
     results: dict[str, Any] = {
         "provenance": common.provenance(),

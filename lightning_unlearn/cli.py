@@ -38,6 +38,7 @@ from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from .callbacks import FiniteModelCheckpoint, StepSeeding
 from .configs import DEFAULT_MAX_BATCH_TOKENS, check_batch_budget, check_strategy
 from .evaluation.base import UnlearningMetric
+from .evaluation.metrics import default_metrics
 from .evaluation.report import format_table, write_report
 from .io import OutputExistsError, check_output_dir
 from .methods.base import DivergenceError, UnlearningModule
@@ -111,8 +112,23 @@ class UnlearnCLI(LightningCLI):
             "--metrics",
             type=list[UnlearningMetric] | None,
             default=None,
-            help="the metrics of the report (class_path / init_args list); default: perplexity "
-            "per split and the four membership-inference attacks",
+            help="the metrics of the report (class_path / init_args list); default: "
+            "lightning_unlearn.evaluation.default_metrics (perplexity, six membership attacks, "
+            "memorisation, PrivLeak)",
+        )
+        parser.add_argument(
+            "--mia_reference",
+            type=str | None,
+            default=None,
+            help="a model that never saw the forget set: the reference-model membership attack "
+            "of the default metrics (skipped without it)",
+        )
+        parser.add_argument(
+            "--retrain_model",
+            type=str | None,
+            default=None,
+            help="a model retrained without the forget set: PrivLeak's reference (default 0.5, "
+            "right when the approximate split is matched to the forget set)",
         )
         parser.link_arguments("model.init_args.model_name_or_path", "data.init_args.tokenizer")
         parser.link_arguments("model.init_args.gguf_file", "data.init_args.gguf_file")
@@ -171,7 +187,8 @@ class UnlearnCLI(LightningCLI):
                     )
                 )
             self.workflow = UnlearningWorkflow(
-                metrics=self._get(self.config_init, "metrics", default=None),
+                metrics=self._get(self.config_init, "metrics", default=None)
+                or default_metrics(reference=opts["mia_reference"], retrain=opts["retrain_model"]),
                 stop_at_target=opts["stop_at_target"],
                 target_ppl=opts["target_ppl"],
                 tolerance=opts["target_tolerance"],
@@ -320,6 +337,10 @@ def build_evaluate_parser() -> LightningArgumentParser:
                         "column, and the approximate-retrain target")  # fmt: skip
     parser.add_argument("--metrics", type=list[UnlearningMetric] | None, default=None,
                         help="the report's metrics (class_path / init_args list)")  # fmt: skip
+    parser.add_argument("--mia_reference", type=str | None, default=None,
+                        help="a model that never saw the forget set (reference-model attack)")  # fmt: skip
+    parser.add_argument("--retrain_model", type=str | None, default=None,
+                        help="a model retrained without the forget set (PrivLeak)")  # fmt: skip
     parser.add_argument("--target_ppl", type=float | None, default=None,
                         help="explicit approximate-retrain target perplexity")  # fmt: skip
     parser.add_argument("--output_dir", type=str, default="outputs/evaluate",
@@ -398,9 +419,10 @@ def _evaluate_report(init: Any, cfg: Any, out: Path, L: Any) -> dict[str, Any]:
                     "enable_progress_bar": False, "enable_model_summary": False}  # fmt: skip
     trainer_args = {k: v for k, v in trainer_args.items() if k in _TRAINER_KEYS}
     trainer = L.Trainer(**trainer_args)
-    workflow = UnlearningWorkflow(
-        metrics=init.get("metrics"), stop_at_target=False, target_ppl=cfg.target_ppl
+    metrics = init.get("metrics") or default_metrics(
+        reference=cfg.mia_reference, retrain=cfg.retrain_model
     )
+    workflow = UnlearningWorkflow(metrics=metrics, stop_at_target=False, target_ppl=cfg.target_ppl)
     after = workflow.measure(trainer, module, data)
     # the original model, when given: the 'before' column and the target; else the model itself
     before = (

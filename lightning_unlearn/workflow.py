@@ -46,7 +46,7 @@ from lightning.pytorch import Callback, LightningModule, Trainer
 from .evaluation.base import MetricResult, ModelMetric, UnlearningMetric
 from .evaluation.callbacks import ApproximateRetrainStopping
 from .evaluation.metrics import EVAL_SPLITS, default_metrics
-from .evaluation.report import build_report, format_table, write_report
+from .evaluation.report import build_report, format_markdown_table, format_table, write_report
 from .evaluation.results import approximate_target
 from .evaluation.runner import evaluate_model
 from .io import atomic_write_json, staged_outputs
@@ -66,7 +66,9 @@ class Measurement:
     def merge(self, result: MetricResult, doc_index: Mapping[str, list[int]]) -> None:
         self.values.update(result.values)
         for split, columns in result.documents.items():
-            entry = self.documents.setdefault(split, {"doc_index": list(doc_index.get(split, []))})
+            # a metric with documents of its own (a QA benchmark's questions) gives their index
+            index = columns.get("doc_index", doc_index.get(split, []))
+            entry = self.documents.setdefault(split, {"doc_index": list(index)})
             entry.update(columns)
 
     def to_json(self) -> dict[str, Any]:
@@ -158,11 +160,16 @@ class UnlearningWorkflow(Callback):
     def _of_kind(self, kind: str) -> list[UnlearningMetric]:
         return [m for m in self.metrics if m.needs == kind]
 
-    def attach(self, module: LightningModule, datamodule: Any) -> None:
-        """Give the module's evaluator the token metrics and the data module its check split."""
+    def attach(self, module: LightningModule, datamodule: Any, *, checks: bool = False) -> None:
+        """Give the module's evaluator the token metrics (for the checks during training, those
+        that need no hidden states: the stop reads perplexity) and the data module its check
+        split."""
         evaluator = getattr(module, "evaluator", None)
         if evaluator is not None:
-            evaluator.metrics = self._of_kind("tokens")
+            metrics = self._of_kind("tokens")
+            if checks:
+                metrics = [m for m in metrics if not getattr(m, "hidden_splits", ())]
+            evaluator.metrics = metrics
         if hasattr(datamodule, "check_splits"):
             datamodule.check_splits = (self.monitor_split,)
 
@@ -177,41 +184,56 @@ class UnlearningWorkflow(Callback):
         return self._complete(evaluator.last, evaluator.last_documents, module, datamodule)
 
     def measure_checkpoint(
-        self, model: str | Path | torch.nn.Module, datamodule: Any, *, gguf_file: str | None = None
+        self,
+        model: str | Path | torch.nn.Module,
+        datamodule: Any,
+        *,
+        gguf_file: str | None = None,
+        generation: bool = True,
     ) -> Measurement:
         """Every metric of a fixed checkpoint (folder, hub id, GGUF file or a loaded model) on
-        every evaluation split of ``datamodule``; cached in ``score_cache`` when set."""
+        every evaluation split of ``datamodule``; cached in ``score_cache`` when set. With
+        ``generation=False`` the metrics that generate text are left out (a side column)."""
         path = None if isinstance(model, torch.nn.Module) else str(model)
-        cache = self._cache_path(path, datamodule) if path is not None else None
+        cache = self._cache_path(path, datamodule, generation) if path is not None else None
         if cache is not None and cache.is_file():
             return Measurement.from_json(json.loads(cache.read_text()))
         loaded = model if path is None else self._load(path, gguf_file=gguf_file)
         evaluator = evaluate_model(
             loaded, datamodule.eval_loaders(), metrics=self._of_kind("tokens")
         )
-        measurement = self._complete(evaluator.last, evaluator.last_documents, loaded, datamodule)
+        if path is not None:  # a second-model metric naming this model reads these statistics
+            self._other_documents.setdefault(path, evaluator.last_documents)
+        measurement = self._complete(
+            evaluator.last, evaluator.last_documents, loaded, datamodule, generation=generation
+        )
         if cache is not None:
             atomic_write_json(cache, measurement.to_json())
         return measurement
 
     def _complete(
-        self, tokens: MetricResult, documents: Mapping[str, Any], model: Any, datamodule: Any
+        self,
+        tokens: MetricResult,
+        documents: Mapping[str, Any],
+        model: Any,
+        datamodule: Any,
+        *,
+        generation: bool = True,
     ) -> Measurement:
         doc_index = {split: docs.doc_index for split, docs in documents.items()}
         out = Measurement()
         out.merge(tokens, doc_index)
-        generators = self._of_kind("generation")
+        generators = self._of_kind("generation") if generation else []
         if generators:
             net = _causal_lm(model)
             for metric in generators:
-                splits = metric.splits or [s for s in EVAL_SPLITS if s in documents]
+                splits = EVAL_SPLITS if metric.splits is None else metric.splits
                 texts = {s: datamodule.eval_texts(s) for s in splits if s in documents}
                 result = metric.compute(net, datamodule.tokenizer, texts)
                 out.merge(result, {s: t.doc_index for s, t in texts.items()})
         for metric in self._of_kind("model"):
-            other = self._other(metric, datamodule)
-            if other is not None:
-                out.merge(metric.compute(documents, other), doc_index)
+            # without a second model the metric gets None (it may skip, or use a stand-in)
+            out.merge(metric.compute(documents, self._other(metric, datamodule)), doc_index)
         return out
 
     def _other(self, metric: ModelMetric, datamodule: Any):
@@ -220,7 +242,11 @@ class UnlearningWorkflow(Callback):
         if path is None:
             return None
         if path not in self._other_documents:
-            evaluator = evaluate_model(self._load(path), datamodule.eval_loaders(), metrics=[])
+            splits = getattr(metric, "splits", None)
+            loaders = datamodule.eval_loaders(
+                None if splits is None else [s for s in splits if s in datamodule.eval_sources]
+            )
+            evaluator = evaluate_model(self._load(path), loaders, metrics=[])
             self._other_documents[path] = evaluator.last_documents
         return self._other_documents[path]
 
@@ -231,7 +257,7 @@ class UnlearningWorkflow(Callback):
             self._models[path] = load_causal_lm(path, gguf_file=gguf_file).eval()
         return self._models[path]
 
-    def _cache_path(self, path: str, datamodule: Any) -> Path | None:
+    def _cache_path(self, path: str, datamodule: Any, generation: bool = True) -> Path | None:
         if self.score_cache is None:
             return None
         folder = Path(path)
@@ -240,7 +266,7 @@ class UnlearningWorkflow(Callback):
         data = getattr(datamodule, "hparams", {})
         key = json.dumps(
             [path, stamp, {k: str(v) for k, v in dict(data).items()},
-             [m.describe() for m in self.metrics]],
+             [m.describe() for m in self.metrics], generation],
             sort_keys=True, default=str,
         )  # fmt: skip
         return self.score_cache / f"scores-{hashlib.sha256(key.encode()).hexdigest()[:16]}.json"
@@ -258,7 +284,7 @@ class UnlearningWorkflow(Callback):
         self._started = time.perf_counter()
         self.before = before if before is not None else self.measure(trainer, module, datamodule)
         self.seconds["before"] = time.perf_counter() - self._started
-        self.attach(module, datamodule)
+        self.attach(module, datamodule, checks=True)
         if self.target_ppl is None:
             self.target_ppl = approximate_target(self.before.values, split=self.reference_split)
         if self.stop is not None and self.stop.target_ppl is None:
@@ -350,7 +376,26 @@ class UnlearningWorkflow(Callback):
                     module.export(staging / "model", overwrite=True)
                 if trainer.is_global_zero:
                     write_report(report, staging)
+                    if export and (staging / "model").is_dir():
+                        self._model_card(staging / "model", report, module, datamodule)
         return report
+
+    @staticmethod
+    def _model_card(folder: Path, report: Mapping[str, Any], module: Any, datamodule: Any) -> None:
+        """The audit record (``README.md`` in the model folder, :mod:`lightning_unlearn.card`)."""
+        from .card import document_hashes, model_card, write_model_card
+        from .data.sources import read_documents
+
+        source = getattr(datamodule, "train_sources", {}).get("forget")
+        texts = read_documents(source, role="forget") if source is not None else []
+        text = model_card(
+            report,
+            base_model=str(getattr(module, "model_name_or_path", "")),
+            forget_hashes=document_hashes(texts),
+            hyper_parameters=report.get("hyper_parameters", {}),
+            table=format_markdown_table(report),
+        )
+        write_model_card(folder, text)
 
     def report(
         self,
@@ -391,7 +436,7 @@ class UnlearningWorkflow(Callback):
 
     # ------------------------------------------------------------------ Lightning hooks
     def on_fit_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        self.attach(pl_module, trainer.datamodule)
+        self.attach(pl_module, trainer.datamodule, checks=True)
 
     def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         if self.stop is not None:

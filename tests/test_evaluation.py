@@ -161,7 +161,9 @@ def test_evaluator_keys_values_and_separated_mia():
     ev.reset()
     ev.update("forget", _stats([[-1.0]]))
     out = ev.compute()
-    assert set(out) == {"forget/ppl", "forget/acc", "forget/nll"}  # no approximate: no MIA keys
+    # no approximate: no MIA or PrivLeak keys; memorisation of the forget split
+    assert set(out) == {"forget/ppl", "forget/acc", "forget/nll", "memorisation/forget_exact",
+                        "memorisation/forget_extraction"}  # fmt: skip
     with pytest.raises(KeyError, match="unknown evaluation split 'dev'"):
         ev.update("dev", _stats([[-1.0]]))
 

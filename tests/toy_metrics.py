@@ -54,6 +54,8 @@ class LogprobGap(ModelMetric):
 
     def compute(self, documents, other):
         result = MetricResult()
+        if other is None:
+            return result
         for split, docs in documents.items():
             gaps = [
                 float(mine.double().mean() - theirs.double().mean())

@@ -1,18 +1,30 @@
-"""Data for unlearning: sources, tokenisation (chunking / packing), caching and the DataModule."""
+"""Data for unlearning: sources, tokenisation (chunking / packing / question–answer records),
+caching and the DataModule."""
 
 from .datamodule import EVAL_SPLIT_ORDER, ChunkDataset, UnlearningDataModule
-from .sources import DataSource, SourceError, read_documents
-from .tokenize import PadCollator, chunk_documents, pack_documents, zlib_length
+from .sources import DataSource, QARecord, SourceError, read_documents, read_qa
+from .tokenize import (
+    PadCollator,
+    chunk_documents,
+    encode_qa,
+    pack_documents,
+    qa_documents,
+    zlib_length,
+)
 
 __all__ = [
     "UnlearningDataModule",
     "DataSource",
+    "QARecord",
     "SourceError",
     "read_documents",
+    "read_qa",
     "ChunkDataset",
     "PadCollator",
     "chunk_documents",
     "pack_documents",
+    "encode_qa",
+    "qa_documents",
     "zlib_length",
     "EVAL_SPLIT_ORDER",
 ]

@@ -12,6 +12,12 @@ mode over the splits present, in the order ``forget``, ``approximate``, ``retain
 ``"doc_index"``. Evaluation windows are always per-document chunks, never packed, so per-chunk
 scores (membership inference, verbatim memorisation) refer to one document.
 
+Question–answer splits (a source with ``question_column``, e.g. TOFU or MUSE ``knowmem``) hold one
+row per record, ``prompt + answer + eos`` (:func:`~lightning_unlearn.data.tokenize.encode_qa`, the
+tokenizer's chat template applied when it has one), with ``prompt_len``: the prompt's labels are
+``-100``, so training and evaluation score only the answer. :meth:`UnlearningDataModule.qa_records`
+gives a split's records with their other columns (TOFU's paraphrased and perturbed answers).
+
 Distributed runs: the module shards every split itself by ``trainer.global_rank`` and
 ``trainer.world_size`` with samplers that Lightning leaves alone (``DistributedSampler``
 subclasses), so Lightning adds no sampler of its own:
@@ -45,8 +51,14 @@ from .cache import (
     load_or_build,
     tokenizer_fingerprint,
 )
-from .sources import DataSource, SourceError, read_documents
-from .tokenize import PadCollator, chunk_documents, pack_documents
+from .sources import DataSource, QARecord, SourceError, read_documents, read_qa
+from .tokenize import (
+    QA_FORMAT_VERSION,
+    PadCollator,
+    chunk_documents,
+    pack_documents,
+    qa_documents,
+)
 
 log = logging.getLogger(__name__)
 
@@ -56,13 +68,17 @@ EVAL_SPLIT_ORDER = ("forget", "approximate", "retain", "general")
 
 
 class ChunkDataset(Dataset):
-    """Map-style view of a tokenised split returning only the model's columns."""
+    """Map-style view of a tokenised split returning only the model's columns (and
+    ``prompt_len`` for question–answer rows, which the collator turns into masked labels)."""
 
     def __init__(self, data, *, with_eval_columns: bool = False) -> None:
-        columns = [c for c in ("input_ids", "position_ids") if c in data.column_names]
+        columns = [c for c in ("input_ids", "position_ids", "prompt_len") if c in data.column_names]
         if with_eval_columns:
             columns += ["zlib_len", "doc_index"]
         self._num_tokens = data["num_tokens"] if "num_tokens" in data.column_names else None
+        if self._num_tokens is not None and "prompt_len" in data.column_names:
+            # a question–answer row is as long as its prompt and its answer
+            self._num_tokens = [n + p for n, p in zip(self._num_tokens, data["prompt_len"])]
         self.with_eval_columns = with_eval_columns
         self.data = data.select_columns(columns)
 
@@ -247,6 +263,14 @@ class UnlearningDataModule(LightningDataModule):
           approximate: {hf_name: llmunlearn/unlearn_dataset, hf_config: arxiv, split: approximate}
           max_length: 4096
 
+    Question–answer data (TOFU) names its question and answer columns::
+
+        data:
+          forget: {hf_name: locuslab/TOFU, hf_config: forget10, question_column: question}
+          retain: {hf_name: locuslab/TOFU, hf_config: retain90, question_column: question}
+          eval_forget: {hf_name: locuslab/TOFU, hf_config: forget10_perturbed,
+                        question_column: question}
+
     Args:
         tokenizer: the model's tokenizer: a local model folder, a ``.gguf`` file or a hub id
             (from Python a loaded tokenizer object works too). A tokenizer without a pad token
@@ -270,14 +294,17 @@ class UnlearningDataModule(LightningDataModule):
         min_chunk_tokens: windows with fewer document tokens are dropped (the paper drops chunks
             under 5 tokens).
         packing: training only: lay documents end to end and cut into full ``max_length``
-            windows without padding, instead of one or more padded windows per document.
+            windows without padding, instead of one or more padded windows per document. Not
+            for question–answer sources (each record is one row whose prompt is masked).
         batch_size: forget windows per training batch (per process).
         retain_per_forget: retain windows per forget window (the paper's ``positive_ratio``):
             the retain batch size is ``batch_size * retain_per_forget``.
         eval_batch_size: windows per evaluation batch (per process).
         cache_dir: where tokenised splits are cached; default ``$LIGHTNING_UNLEARN_CACHE`` or
             ``~/.cache/lightning_unlearn/data``. The cache key covers the tokenizer,
-            ``max_length``, ``min_chunk_tokens``, packing and the documents' content.
+            ``max_length``, ``min_chunk_tokens``, packing and the documents' content (for
+            question–answer sources: the questions, the answers, the chat template and
+            ``system_prompt``).
         num_workers: DataLoader worker processes.
         seed: seed of the forget shuffling (``seed + epoch``) and of the retain order.
         shuffle: shuffle training windows (forget and retain); evaluation is never shuffled.
@@ -285,6 +312,9 @@ class UnlearningDataModule(LightningDataModule):
         trust_remote_code: allow tokenizer code from the hub to run (only for trusted repos).
         max_documents: read at most this many documents from each source that sets no
             ``limit`` of its own (quick experiments).
+        system_prompt: system message put before each question of a question–answer source
+            (with a chat template, as a ``system`` turn; without one, as a paragraph before the
+            question). ``None``: none. Text sources ignore it.
     """
 
     def __init__(
@@ -313,6 +343,7 @@ class UnlearningDataModule(LightningDataModule):
         gguf_file: str | None = None,
         trust_remote_code: bool = False,
         max_documents: int | None = None,
+        system_prompt: str | None = None,
     ) -> None:
         super().__init__()
         for name, value, low in (
@@ -344,6 +375,7 @@ class UnlearningDataModule(LightningDataModule):
         self.gguf_file = gguf_file
         self.trust_remote_code = trust_remote_code
         self.max_documents = max_documents
+        self.system_prompt = system_prompt
         self.eval_subset = eval_subset
         self.check_splits = None if check_splits is None else tuple(check_splits)
 
@@ -353,6 +385,14 @@ class UnlearningDataModule(LightningDataModule):
         self.train_sources: dict[str, DataSource] = {"forget": coerce(forget)}
         if retain is not None:
             self.train_sources["retain"] = coerce(retain)
+        if packing:
+            qa = [f"{k} {v.describe()}" for k, v in self.train_sources.items() if v.is_qa]
+            if qa:
+                raise ValueError(
+                    f"packing=True cannot be used with question–answer source(s) {', '.join(qa)}: "
+                    "each record is one row whose prompt is masked out of the labels. Set "
+                    "packing: false (or drop question_column to train on the text as documents)"
+                )
         candidates = {
             "forget": coerce(eval_forget) or self.train_sources["forget"],
             "approximate": coerce(approximate),
@@ -389,6 +429,7 @@ class UnlearningDataModule(LightningDataModule):
         self._train: dict[str, Any] = {}
         self._eval: dict[str, Any] = {}
         self._memo: dict[tuple, Any] = {}
+        self._qa_memo: dict[str, list[QARecord]] = {}
         self._resume: tuple[int, int] | None = None  # (epoch, batches done) from a checkpoint
 
     # ------------------------------------------------------------------ tokenizer
@@ -437,10 +478,68 @@ class UnlearningDataModule(LightningDataModule):
             return replace(source, limit=self.max_documents)
         return source
 
+    def _records(self, role: str, source: DataSource) -> list[QARecord]:
+        source = self._with_limit(source)
+        key = repr(source)
+        if key not in self._qa_memo:
+            self._qa_memo[key] = read_qa(source, role=role)
+        return self._qa_memo[key]
+
+    def _build_qa(self, role: str, source: DataSource):
+        tokenizer = self.tokenizer
+        records = self._records(role, source)
+        source = self._with_limit(source)
+        chat_template = getattr(tokenizer, "chat_template", None) or None
+        key = cache_key(
+            tokenizer=tokenizer_fingerprint(tokenizer),
+            pad_token_id=self.pad_token_id,
+            max_length=self.max_length,
+            layout="qa",
+            qa_format=QA_FORMAT_VERSION,
+            # tokenizer_fingerprint does not cover the chat template: it shapes every prompt
+            chat_template=chat_template,
+            system_prompt=self.system_prompt,
+            documents=documents_fingerprint([t for r in records for t in (r.question, r.answer)]),
+        )
+        describe = f"{role} set {source.describe()}"
+
+        def build() -> dict[str, list]:
+            cols, stats = qa_documents(
+                tokenizer, records, max_length=self.max_length, system_prompt=self.system_prompt
+            )
+            log.info(
+                "%s: %d question–answer record(s) -> %d row(s) of <= %d tokens (%s; %d prompt "
+                "tokens masked, %d answer tokens); %d answer(s) cut to fit max_length",
+                describe,
+                stats.documents,
+                stats.chunks,
+                self.max_length,
+                "chat template" if chat_template else "no chat template",
+                stats.prompt_tokens,
+                stats.tokens,
+                stats.truncated,
+            )
+            return cols
+
+        return load_or_build(
+            self._cache_root(),
+            key,
+            build,
+            describe=describe,
+            meta={"source": repr(source), "layout": "qa", "max_length": self.max_length},
+        )
+
     def _build(self, role: str, source: DataSource, *, packed: bool):
         memo_key = (repr(source), packed)
         if memo_key in self._memo:
             return self._memo[memo_key]
+        if source.is_qa:
+            if packed:  # refused in __init__; kept for direct callers
+                raise ValueError(
+                    f"{role} set {source.describe()}: cannot pack question–answer data"
+                )
+            data = self._memo[memo_key] = self._build_qa(role, source)
+            return data
         tokenizer = self.tokenizer
         source = self._with_limit(source)
         texts = read_documents(source, role=role)
@@ -532,8 +631,25 @@ class UnlearningDataModule(LightningDataModule):
 
     def eval_dataset(self, split: str):
         """The tokenised evaluation split (all ranks' chunks) as a ``datasets.Dataset`` with
-        columns ``input_ids``, ``text``, ``doc_index``, ``num_tokens``, ``zlib_len``."""
+        columns ``input_ids``, ``text``, ``doc_index``, ``num_tokens``, ``zlib_len`` (and
+        ``prompt_len`` for a question–answer split, whose ``text`` is the answer)."""
         return self._get(self._eval, split, "evaluation")
+
+    def qa_records(self, split: str) -> list[QARecord]:
+        """The question–answer records of an evaluation split, in ``doc_index`` order (row ``i``
+        of :meth:`eval_dataset` is record ``i``), with their other columns in ``extras`` -- for
+        metrics that need them (TOFU's ``paraphrased_answer`` and ``perturbed_answer``)."""
+        if split not in self.eval_sources:
+            raise KeyError(
+                f"no evaluation split {split!r}; this data module has {list(self.eval_split_names)}"
+            )
+        source = self.eval_sources[split]
+        if not source.is_qa:
+            raise ValueError(
+                f"evaluation split {split!r} ({source.describe()}) holds documents, not "
+                "question–answer records; set question_column on its source"
+            )
+        return list(self._records(split, source))
 
     def train_dataset(self, part: str):
         """The tokenised training ``"forget"`` or ``"retain"`` set (all ranks' windows)."""

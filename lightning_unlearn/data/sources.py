@@ -16,6 +16,23 @@ A directory is read file by file (sorted by relative path) with ``glob``; hidden
 and binary files (with NUL bytes) are skipped. Bytes that are not valid UTF-8 are replaced with
 U+FFFD and counted in the log; documents that are empty after stripping whitespace are dropped
 with a logged count (the text of a kept document is not changed).
+
+Question–answer sources (``question_column`` set) are read by :func:`read_qa` into
+:class:`QARecord` s from the same table formats (``.jsonl``/``.json``/``.csv``/``.parquet``, a
+directory of them, or a Hugging Face dataset). Each record keeps its other columns in ``extras``
+(TOFU's ``paraphrased_answer`` and ``perturbed_answer``, for example). Records whose question or
+answer is empty are dropped with a logged count. Schemas of the public benchmarks:
+
+* TOFU (``locuslab/TOFU``, split ``train``): ``forget01/05/10`` and ``retain90/95/99`` have
+  ``question``, ``answer``; ``forget*_perturbed`` and ``retain_perturbed`` add
+  ``paraphrased_answer`` (a string) and ``perturbed_answer`` (a list of strings);
+  ``real_authors_perturbed`` and ``world_facts_perturbed`` have ``question``, ``answer``,
+  ``perturbed_answer``.
+* MUSE (``muse-bench/MUSE-News``, ``MUSE-Books``): config ``raw`` is text (``text``; splits
+  ``forget``, ``retain1``, ``retain2``, ``holdout``), ``knowmem`` is question–answer (``question``,
+  ``answer``; splits ``forget_qa``, ``retain_qa`` and their ``*_icl`` few-shot examples) and
+  ``verbmem`` is prompt–continuation (``prompt``, ``gt``: ``question_column: prompt``,
+  ``answer_column: gt``).
 """
 
 from __future__ import annotations
@@ -26,13 +43,13 @@ import io
 import json
 import logging
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 log = logging.getLogger(__name__)
 
-__all__ = ["DataSource", "read_documents", "SourceError"]
+__all__ = ["DataSource", "QARecord", "read_documents", "read_qa", "SourceError"]
 
 _TABLE_SUFFIXES = (".jsonl", ".json", ".csv", ".parquet")
 
@@ -57,6 +74,11 @@ class DataSource:
         glob: pattern of files to read when ``path`` is a directory (relative to it).
         limit: keep only the first ``limit`` non-empty documents (``None``: all).
         revision: dataset revision (git tag, branch or commit) for ``hf_name``.
+        question_column: column holding the question (the prompt). Set, the source is
+            question–answer records (:func:`read_qa`): the prompt's tokens are never training
+            targets, and ``text_column`` is not used. ``None``: plain documents.
+        answer_column: column holding the answer (the target) of a question–answer source, e.g.
+            ``"answer"``, or TOFU's ``"paraphrased_answer"``; MUSE ``verbmem``'s is ``"gt"``.
     """
 
     path: str | None = None
@@ -67,6 +89,8 @@ class DataSource:
     glob: str = "**/*"
     limit: int | None = None
     revision: str | None = None
+    question_column: str | None = None
+    answer_column: str = "answer"
 
     def __post_init__(self) -> None:
         if (self.path is None) == (self.hf_name is None):
@@ -80,6 +104,16 @@ class DataSource:
             raise SourceError(
                 f"data source {self.describe()}: limit must be >= 1, got {self.limit}"
             )
+        if self.question_column is not None and self.question_column == self.answer_column:
+            raise SourceError(
+                f"data source {self.describe()}: question_column and answer_column are both "
+                f"'{self.answer_column}'; the prompt and the target must be different columns"
+            )
+
+    @property
+    def is_qa(self) -> bool:
+        """Whether the source holds question–answer records (``question_column`` is set)."""
+        return self.question_column is not None
 
     @classmethod
     def coerce(cls, value: str | os.PathLike | DataSource | dict[str, Any]) -> DataSource:
@@ -165,9 +199,13 @@ def _texts_from_records(records: list, source: DataSource, where: str) -> list[s
 
 
 def _read_json(text: str, source: DataSource, where: str) -> list[str]:
-    stripped = text.lstrip()
-    if stripped.startswith("["):
-        return _texts_from_records(json.loads(text), source, where)
+    return _texts_from_records(_parse_json(text, source, where), source, where)
+
+
+def _parse_json(text: str, source: DataSource, where: str) -> list:
+    """The records of a JSON list or of JSON lines (one value per non-empty line)."""
+    if text.lstrip().startswith("["):
+        return json.loads(text)
     records = []
     for lineno, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
@@ -178,7 +216,7 @@ def _read_json(text: str, source: DataSource, where: str) -> list[str]:
             raise SourceError(
                 f"data source {source.describe()}: {where} line {lineno} is not valid JSON ({err})"
             ) from None
-    return _texts_from_records(records, source, where)
+    return records
 
 
 def _read_csv(text: str, source: DataSource, where: str) -> list[str]:
@@ -246,7 +284,7 @@ def _read_directory(root: Path, source: DataSource) -> list[str]:
     return texts
 
 
-def _read_hf(source: DataSource) -> list[str]:
+def _load_hf(source: DataSource):
     import datasets
 
     kwargs: dict[str, Any] = {"split": source.split}
@@ -264,13 +302,34 @@ def _read_hf(source: DataSource) -> list[str]:
         raise SourceError(
             f"data source {source.describe()}: {err}. Check hf_config and split."
         ) from err
+    return ds
+
+
+def _read_hf(source: DataSource) -> list[str]:
+    ds = _load_hf(source)
     if source.text_column not in ds.column_names:
         raise _column_error(source, f"dataset '{source.hf_name}'", ds.column_names)
     return ["" if v is None else str(v) for v in ds[source.text_column]]
 
 
+def _check_path(source: DataSource, role: str) -> Path:
+    path = Path(source.path).expanduser()
+    if not path.exists():
+        hint = ""
+        if not source.path.startswith((".", "/", "~")) and source.path.count("/") == 1:
+            hint = f" (for a Hugging Face dataset use hf_name: {source.path})"
+        raise FileNotFoundError(
+            f"{role} set {source.describe()} does not exist; pass an existing file or "
+            f"directory{hint}"
+        )
+    return path
+
+
 def read_documents(source: DataSource, *, role: str = "data") -> list[str]:
     """Read every non-empty document of ``source``.
+
+    A question–answer source (``question_column`` set) gives one document per record of
+    :func:`read_qa`: its question and its answer on two lines.
 
     Args:
         source: where to read from.
@@ -281,16 +340,10 @@ def read_documents(source: DataSource, *, role: str = "data") -> list[str]:
         SourceError: the text column is missing, or no document is left after dropping the
             empty ones.
     """
+    if source.is_qa:  # e.g. for hashing the forget set; the data module reads records
+        return [f"{r.question}\n{r.answer}" for r in read_qa(source, role=role)]
     if source.path is not None:
-        path = Path(source.path).expanduser()
-        if not path.exists():
-            hint = ""
-            if not source.path.startswith((".", "/", "~")) and source.path.count("/") == 1:
-                hint = f" (for a Hugging Face dataset use hf_name: {source.path})"
-            raise FileNotFoundError(
-                f"{role} set {source.describe()} does not exist; pass an existing file or "
-                f"directory{hint}"
-            )
+        path = _check_path(source, role)
         texts = _read_directory(path, source) if path.is_dir() else _read_file(path, source)
     else:
         texts = _read_hf(source)
@@ -308,6 +361,174 @@ def read_documents(source: DataSource, *, role: str = "data") -> list[str]:
         raise SourceError(
             f"{role} set {source.describe()} has 0 documents after removing empty ones "
             f"({len(texts)} read); check the file and text_column '{source.text_column}'"
+        )
+    if source.limit is not None:
+        kept = kept[: source.limit]
+    return kept
+
+
+# ---------------------------------------------------------------------------------- QA records
+@dataclass
+class QARecord:
+    """One question–answer record.
+
+    Attributes:
+        question: the prompt (never a training target).
+        answer: the target.
+        extras: the record's other columns, unchanged (TOFU's ``paraphrased_answer``, a string,
+            and ``perturbed_answer``, a list of strings, for example).
+    """
+
+    question: str
+    answer: str
+    extras: dict[str, Any] = field(default_factory=dict)
+
+
+def _qa_column_error(source: DataSource, where: str, name: str, columns) -> SourceError:
+    which = "question_column" if name == source.question_column else "answer_column"
+    return SourceError(
+        f"data source {source.describe()}: {where} has no column '{name}'; "
+        f"columns that exist: {sorted(columns)}. Set {which} to one of them."
+    )
+
+
+def _check_qa_columns(source: DataSource, where: str, columns) -> None:
+    for name in (source.question_column, source.answer_column):
+        if name not in columns:
+            raise _qa_column_error(source, where, name, columns)
+
+
+def _qa_text(value: Any, source: DataSource, where: str, name: str) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, (list, tuple, dict)):
+        raise SourceError(
+            f"data source {source.describe()}: {where}: column '{name}' holds a "
+            f"{type(value).__name__}, not a string; choose a column with one string per record "
+            "(the other columns stay in QARecord.extras)"
+        )
+    return str(value)
+
+
+def _qa_from_rows(rows: list, source: DataSource, where: str) -> list[QARecord]:
+    out: list[QARecord] = []
+    q_col, a_col = source.question_column, source.answer_column
+    for i, row in enumerate(rows):
+        here = f"{where} (record {i})"
+        if not isinstance(row, dict):
+            raise SourceError(
+                f"data source {source.describe()}: {here} is a {type(row).__name__}; expected "
+                f"an object with '{q_col}' and '{a_col}'"
+            )
+        _check_qa_columns(source, here, row.keys())
+        extras = {k: v for k, v in row.items() if k not in (q_col, a_col)}
+        out.append(
+            QARecord(
+                _qa_text(row[q_col], source, here, q_col),
+                _qa_text(row[a_col], source, here, a_col),
+                extras,
+            )
+        )
+    return out
+
+
+def _qa_from_file(path: Path, source: DataSource) -> list[QARecord]:
+    where = f"file '{path}'"
+    suffix = path.suffix.lower()
+    if suffix not in _TABLE_SUFFIXES:
+        raise SourceError(
+            f"data source {source.describe()}: {where} is not a table; question–answer records "
+            f"are read from {', '.join(_TABLE_SUFFIXES)} files (question_column "
+            f"'{source.question_column}')"
+        )
+    if suffix == ".parquet":
+        import pyarrow.parquet as pq
+
+        table = pq.read_table(path)
+        _check_qa_columns(source, where, table.column_names)
+        return _qa_from_rows(table.to_pylist(), source, where)
+    text, replaced = decode_utf8(path.read_bytes())
+    if replaced:
+        log.warning(
+            "data source %s: replaced %d undecodable byte sequence(s) in '%s' with U+FFFD",
+            source.describe(),
+            replaced,
+            path,
+        )
+    if suffix == ".csv":
+        reader = csv.DictReader(io.StringIO(text, newline=""))
+        if reader.fieldnames is None:
+            return []
+        _check_qa_columns(source, where, reader.fieldnames)
+        return _qa_from_rows(list(reader), source, where)
+    return _qa_from_rows(_parse_json(text, source, where), source, where)
+
+
+def _qa_from_directory(root: Path, source: DataSource) -> list[QARecord]:
+    files = sorted(
+        p
+        for p in root.glob(source.glob)
+        if p.is_file()
+        and not _is_hidden(p.relative_to(root))
+        and p.suffix.lower() in _TABLE_SUFFIXES
+    )
+    if not files:
+        raise SourceError(
+            f"data source {source.describe()}: no {'/'.join(_TABLE_SUFFIXES)} files match glob "
+            f"'{source.glob}' in that directory; change 'glob' (e.g. '**/*.jsonl')"
+        )
+    return [rec for path in files for rec in _qa_from_file(path, source)]
+
+
+def _qa_from_hf(source: DataSource) -> list[QARecord]:
+    ds = _load_hf(source)
+    where = f"dataset '{source.hf_name}'"
+    _check_qa_columns(source, where, ds.column_names)
+    return _qa_from_rows(ds.to_list(), source, where)
+
+
+def read_qa(source: DataSource, *, role: str = "data") -> list[QARecord]:
+    """Read every question–answer record of ``source`` (``source.question_column`` must be set).
+
+    Records whose question or answer is empty (after stripping whitespace) are dropped with a
+    logged count; ``source.limit`` keeps the first ``limit`` of the rest.
+
+    Args:
+        source: where to read from.
+        role: what the records are for (``"forget"``, ``"retain"``...), used in messages.
+
+    Raises:
+        FileNotFoundError: ``source.path`` does not exist.
+        SourceError: ``question_column`` is not set, the question or answer column is missing
+            (the message lists the columns that exist), or no record is left after dropping the
+            empty ones.
+    """
+    if not source.is_qa:
+        raise SourceError(
+            f"{role} set {source.describe()} has no question_column; set question_column (and "
+            "answer_column) for question–answer records, or read it with read_documents"
+        )
+    if source.path is not None:
+        path = _check_path(source, role)
+        records = _qa_from_directory(path, source) if path.is_dir() else _qa_from_file(path, source)
+    else:
+        records = _qa_from_hf(source)
+    kept = [r for r in records if r.question.strip() and r.answer.strip()]
+    dropped = len(records) - len(kept)
+    if dropped:
+        log.warning(
+            "%s set %s: dropped %d question–answer record(s) of %d with an empty question or "
+            "answer",
+            role,
+            source.describe(),
+            dropped,
+            len(records),
+        )
+    if not kept:
+        raise SourceError(
+            f"{role} set {source.describe()} has 0 question–answer records after removing "
+            f"empty ones ({len(records)} read); check the file, question_column "
+            f"'{source.question_column}' and answer_column '{source.answer_column}'"
         )
     if source.limit is not None:
         kept = kept[: source.limit]

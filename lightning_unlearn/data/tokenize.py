@@ -15,6 +15,11 @@ Two layouts (Yao et al. 2024 chunk documents into 4096-token windows and drop ch
   attention implementations that read packed sequences from ``position_ids`` (flash-attention
   in transformers) do not attend across documents; other implementations do.
 
+A third layout holds **question–answer** records (:func:`encode_qa`, :func:`qa_documents`): one
+row per record, ``prompt + answer + eos``, with ``prompt_len`` (the number of prompt tokens) so
+that :class:`PadCollator` gives the prompt's tokens label ``-100``: only the answer (and its EOS)
+is a target, as in TOFU and MUSE.
+
 Every window keeps the text it was made from (``text``; for chunks, the exact slice of the
 document, so the chunks of a document concatenate back to it; for packed windows, the full texts
 of the documents the window touches, joined by the EOS token) and ``zlib_len``, the length in
@@ -36,9 +41,15 @@ __all__ = [
     "special_prefix",
     "chunk_documents",
     "pack_documents",
+    "encode_qa",
+    "qa_documents",
     "zlib_length",
     "PadCollator",
+    "QA_FORMAT_VERSION",
 ]
+
+#: bump when :func:`encode_qa`'s layout changes (part of the data module's cache key)
+QA_FORMAT_VERSION = 1
 
 _TOKENIZE_BATCH = 256
 
@@ -101,6 +112,8 @@ class ChunkStats:
     tokens: int = 0
     dropped_chunks: int = 0
     dropped_tokens: int = 0
+    prompt_tokens: int = 0
+    truncated: int = 0
 
 
 def chunk_documents(
@@ -203,10 +216,141 @@ def pack_documents(
     return cols, stats
 
 
+def _prompt_texts(tokenizer, questions: Sequence[str], system_prompt: str | None) -> list[str]:
+    """The prompt of each question as text: the chat template's, or the question itself."""
+    template = getattr(tokenizer, "chat_template", None)
+    if not template:
+        head = "" if system_prompt is None else system_prompt + "\n\n"
+        return [head + q for q in questions]
+    system = [] if system_prompt is None else [{"role": "system", "content": system_prompt}]
+    return [
+        tokenizer.apply_chat_template(
+            [*system, {"role": "user", "content": q}], add_generation_prompt=True, tokenize=False
+        )
+        for q in questions
+    ]
+
+
+def _encode_qa_batch(
+    tokenizer,
+    questions: Sequence[str],
+    answers: Sequence[str],
+    *,
+    max_length: int,
+    system_prompt: str | None = None,
+) -> list[tuple[list[int], int, bool]]:
+    """``(ids, prompt_len, truncated)`` of each record (see :func:`encode_qa`)."""
+    chat = bool(getattr(tokenizer, "chat_template", None))
+    prompts = _prompt_texts(tokenizer, questions, system_prompt)
+    if chat:
+        prefix: list[int] = []  # the template writes its own special tokens (BOS...)
+        answer_texts = list(answers)
+    else:
+        prefix = special_prefix(tokenizer)
+        answer_texts = [a if a[:1].isspace() else " " + a for a in answers]
+    prompt_ids, _ = _tokenize(tokenizer, prompts)
+    answer_ids, _ = _tokenize(tokenizer, answer_texts)
+    eos = [] if tokenizer.eos_token_id is None else [int(tokenizer.eos_token_id)]
+    out = []
+    for question, p_ids, a_ids in zip(questions, prompt_ids, answer_ids):
+        prompt = prefix + p_ids
+        room = max_length - len(prompt)
+        if room < 1:
+            raise ValueError(
+                f"the prompt of question {question[:60]!r} is {len(prompt)} tokens, leaving no "
+                f"room for its answer in max_length={max_length}; raise max_length (prompts are "
+                "never truncated)"
+            )
+        target = a_ids + eos
+        out.append((prompt + target[:room], len(prompt), len(target) > room))
+    return out
+
+
+def encode_qa(
+    tokenizer,
+    question: str,
+    answer: str,
+    *,
+    max_length: int,
+    system_prompt: str | None = None,
+) -> tuple[list[int], int]:
+    """Token ids of ``prompt + answer + eos`` and the number of prompt tokens.
+
+    With a chat template (``tokenizer.chat_template``) the prompt is the template applied to the
+    user message ``question`` (after a system message ``system_prompt``, if given) with
+    ``add_generation_prompt=True``, tokenised without adding special tokens (the template writes
+    its own, as ``apply_chat_template(..., tokenize=True)`` does). Without one, the prompt is the
+    tokenizer's special prefix (e.g. BOS) and ``question`` (preceded by ``system_prompt`` and a
+    blank line, if given), and the answer is preceded by a space.
+
+    The prompt and the answer are tokenised separately and their ids concatenated, so the
+    prompt/answer boundary is exact: ``ids[:prompt_len]`` are the prompt's tokens and every later
+    token belongs to the answer (tokenising the joined text could merge a token across the
+    boundary). The answer ends with the tokenizer's EOS token (for chat models usually the
+    end-of-turn token); the answer is cut so the whole fits ``max_length``, and a cut answer
+    has no EOS (it did not end there). The prompt is never cut.
+
+    Raises:
+        ValueError: the prompt alone leaves no room for an answer token in ``max_length``.
+    """
+    ids, prompt_len, _ = _encode_qa_batch(
+        tokenizer, [question], [answer], max_length=max_length, system_prompt=system_prompt
+    )[0]
+    return ids, prompt_len
+
+
+def qa_documents(
+    tokenizer,
+    records: Sequence,
+    *,
+    max_length: int,
+    system_prompt: str | None = None,
+) -> tuple[dict[str, list], ChunkStats]:
+    """One row per question–answer record, encoded by :func:`encode_qa`.
+
+    ``records`` are :class:`~lightning_unlearn.data.sources.QARecord` s (or ``(question, answer)``
+    pairs). Returns the columns of :func:`chunk_documents` -- ``input_ids``, ``text`` (the answer,
+    as far as it was kept), ``doc_index`` (the record's index), ``num_tokens`` (the answer's
+    tokens, the targets) and ``zlib_len`` (of ``text``) -- plus ``prompt_len``, and counts. No
+    record is dropped: a short answer ("Paris") is still a question.
+    """
+    pairs = [(r.question, r.answer) if hasattr(r, "question") else tuple(r) for r in records]
+    encoded = _encode_qa_batch(
+        tokenizer,
+        [q for q, _ in pairs],
+        [a for _, a in pairs],
+        max_length=max_length,
+        system_prompt=system_prompt,
+    )
+    cols: dict[str, list] = {
+        k: [] for k in ("input_ids", "text", "doc_index", "num_tokens", "zlib_len", "prompt_len")
+    }
+    stats = ChunkStats(documents=len(pairs))
+    for index, ((_, answer), (ids, prompt_len, truncated)) in enumerate(zip(pairs, encoded)):
+        n = len(ids) - prompt_len
+        if truncated:
+            text = tokenizer.decode(ids[prompt_len:], skip_special_tokens=False).strip()
+            stats.truncated += 1
+        else:
+            text = answer
+        cols["input_ids"].append(ids)
+        cols["text"].append(text)
+        cols["doc_index"].append(index)
+        cols["num_tokens"].append(n)
+        cols["zlib_len"].append(zlib_length(text))
+        cols["prompt_len"].append(prompt_len)
+        stats.chunks += 1
+        stats.tokens += n
+        stats.prompt_tokens += prompt_len
+    return cols, stats
+
+
 class PadCollator:
     """Right-pad a list of windows into a batch (picklable, for DataLoader workers).
 
     ``labels`` equal ``input_ids`` with ``-100`` on padding; ``attention_mask`` is 0 on padding.
+    Rows of question–answer records carry ``prompt_len``: their first ``prompt_len`` labels are
+    ``-100`` too, so only answer tokens are targets (in training and in evaluation).
     With ``split`` set (evaluation), the batch also carries ``"split": split`` and ``zlib_len``,
     ``doc_index`` and (when the rows have it) ``window_index`` as LongTensors.
 
@@ -236,10 +380,14 @@ class PadCollator:
                 if n < width:
                     start = int(position_ids[i, n - 1]) + 1
                     position_ids[i, n:] = torch.arange(start, start + width - n)
+        ignore = attention == 0
+        if "prompt_len" in rows[0]:
+            prompt_len = torch.tensor([int(r.get("prompt_len") or 0) for r in rows])
+            ignore |= torch.arange(width)[None, :] < prompt_len[:, None]
         batch: dict[str, Any] = {
             "input_ids": input_ids,
             "attention_mask": attention,
-            "labels": input_ids.masked_fill(attention == 0, IGNORE_INDEX),
+            "labels": input_ids.masked_fill(ignore, IGNORE_INDEX),
         }
         if packed:
             batch["position_ids"] = position_ids

@@ -47,7 +47,7 @@ def run_demo(s: DemoSettings) -> dict[str, Any]:
     from rich.console import Console
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from ..evaluation import format_table
+    from ..evaluation import VerbatimMemorisation, default_metrics, format_table
     from ..io import check_output_dir
     from ..methods import GradientAscentDescent
     from ..models import convert_gguf_to_checkpoint, smollm2_gguf_path
@@ -121,13 +121,25 @@ def run_demo(s: DemoSettings) -> dict[str, Any]:
         data = demo_data(
             seen_dir, corpus, s, train="forget", batch_size=s.unlearn_batch_size, retain=True
         )
+        # the default metrics, the untouched model as the reference of the reference-model attack
+        # (it never saw the forget set), and MUSE's VerbMem: 32 tokens of prompt, up to 64 of
+        # continuation (MUSE continues 128; the demo's documents are 100-150 tokens long)
+        metrics = [
+            *default_metrics(reference=str(model_dir)),
+            VerbatimMemorisation(prefix_tokens=32, continuation_tokens=64),
+        ]
         workflow = UnlearningWorkflow(
-            tolerance=s.target_tolerance, score_cache=cache / "scores", verbose=False
-        )
-        columns = {"pretrained": workflow.measure_checkpoint(model_dir, data)}
+            metrics=metrics, tolerance=s.target_tolerance, score_cache=cache / "scores",
+            verbose=False,
+        )  # fmt: skip
+        # side columns: the metrics of one forward pass (no generation: it costs time, and the
+        # report compares before with after)
+        columns = {"pretrained": workflow.measure_checkpoint(model_dir, data, generation=False)}
         progress.update(phase, advance=1)
         if exact_dir is not None:
-            columns["exact_retrain"] = workflow.measure_checkpoint(exact_dir, data)
+            columns["exact_retrain"] = workflow.measure_checkpoint(
+                exact_dir, data, generation=False
+            )
         progress.update(phase, advance=1)
         # the continued model is the one handed to unlearning: its measurement is 'before', and
         # its approximate perplexity the target

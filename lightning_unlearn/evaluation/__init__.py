@@ -13,7 +13,14 @@ from .base import (
 from .callbacks import ApproximateRetrainStopping
 from .documents import DocumentCollector, SplitDocuments
 from .downstream import evaluate_downstream, main_evaluate
-from .memorisation import exact_match_length, lcs_length, rouge_l_f1, verbatim_memorisation
+from .memorisation import (
+    Memorisation,
+    VerbatimMemorisation,
+    exact_match_length,
+    lcs_length,
+    rouge_l_f1,
+    verbatim_memorisation,
+)
 from .metrics import EVAL_SPLITS, UnlearningEvaluator, compute_token_metrics, default_metrics
 from .mia import (
     MIA_SCORES,
@@ -26,10 +33,13 @@ from .mia import (
     tpr_at_fpr,
     zlib_score,
 )
+from .mia_attacks import GradientNormMembership, ReferenceMembership
+from .muse import KnowMem, PrivLeak
 from .perplexity import Perplexity
 from .report import build_report, format_table, write_report
 from .results import EmptyApproximateSplitError, approximate_target, normalise_metrics
 from .runner import evaluate_model, evaluate_splits
+from .tofu import TOFU
 
 __all__ = [
     "EVAL_SPLITS",
@@ -38,15 +48,22 @@ __all__ = [
     "DocumentCollector",
     "EmptyApproximateSplitError",
     "GenerationMetric",
+    "GradientNormMembership",
+    "KnowMem",
     "MembershipInference",
+    "Memorisation",
     "MetricResult",
     "ModelMetric",
     "Perplexity",
+    "PrivLeak",
+    "ReferenceMembership",
     "SplitDocuments",
     "SplitTexts",
+    "TOFU",
     "TokenMetric",
     "UnlearningEvaluator",
     "UnlearningMetric",
+    "VerbatimMemorisation",
     "compute_token_metrics",
     "default_metrics",
     "evaluate_model",

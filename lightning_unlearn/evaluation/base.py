@@ -106,6 +106,10 @@ class UnlearningMetric:
         """One-line judgements of the unlearned model (``report["after"]``) by this metric."""
         return []
 
+    def sections(self, report: Mapping[str, Any]) -> list[dict[str, str]]:
+        """Sections this metric adds to ``report.md``: ``[{"title": ..., "markdown": ...}]``."""
+        return []
+
     def describe(self) -> dict[str, Any]:
         """The metric as recorded in the report (its class and options)."""
         options = {k: v for k, v in vars(self).items() if not k.startswith("_")}
@@ -116,6 +120,9 @@ class TokenMetric(UnlearningMetric):
     """A metric of the per-token statistics of one forward pass (per document, every split)."""
 
     needs = "tokens"
+    #: splits whose last hidden states (and the output projection) the metric also reads; they
+    #: are collected in the same forward pass, only for these splits
+    hidden_splits: tuple[str, ...] = ()
 
     def compute(self, documents: Mapping[str, SplitDocuments]) -> MetricResult:
         """Named values from the documents of every evaluated split (some may be missing)."""
@@ -143,6 +150,8 @@ class ModelMetric(UnlearningMetric):
     """
 
     needs = "model"
+    #: the splits the second model must be scored on (``None``: every split)
+    splits: Sequence[str] | None = None
 
     def __init__(self, model_name_or_path: str | None = None) -> None:
         self.model_name_or_path = model_name_or_path
@@ -150,9 +159,10 @@ class ModelMetric(UnlearningMetric):
     def compute(
         self,
         documents: Mapping[str, SplitDocuments],
-        other: Mapping[str, SplitDocuments],
+        other: Mapping[str, SplitDocuments] | None,
     ) -> MetricResult:
-        """Named values from both models' statistics on the same documents."""
+        """Named values from both models' statistics on the same documents (``other`` is
+        ``None`` when no second model was given: skip, or use a stand-in)."""
         raise NotImplementedError
 
 

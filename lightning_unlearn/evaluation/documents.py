@@ -44,6 +44,13 @@ class SplitDocuments:
     sigma: list[Tensor] = field(default_factory=list)
     correct: list[Tensor] = field(default_factory=list)
     zlib_len: list[int] | None = None
+    #: per document, the model's last hidden state at each target position (``[tokens, hidden]``),
+    #: collected only for splits a metric asks for (``TokenMetric.hidden_splits``)
+    hidden: list[Tensor] = field(default_factory=list)
+    #: per document, the target token ids (collected with the hidden states)
+    targets: list[Tensor] = field(default_factory=list)
+    #: the model's output projection (``[vocab, hidden]``) when hidden states were collected
+    output_weight: Tensor | None = None
 
     def __len__(self) -> int:
         return len(self.doc_index)
@@ -84,6 +91,7 @@ class DocumentCollector:
     def reset(self) -> None:
         self._windows: dict[str, list[dict[str, Any]]] = defaultdict(list)
         self._rows = 0
+        self._output_weight: Tensor | None = None
 
     def update(self, split: str, stats: dict[str, Tensor], batch: dict | None = None) -> None:
         batch = batch if isinstance(batch, dict) else {}
@@ -97,12 +105,17 @@ class DocumentCollector:
             if not bool(keep.any()):
                 continue  # a window without target tokens carries nothing to score
             record = {f: stats[f][b][keep].detach().cpu() for f in TOKEN_FIELDS if f in stats}
+            if "hidden" in stats:
+                record["hidden"] = stats["hidden"][b][keep].detach().float().cpu()
+                record["targets"] = batch["labels"][b, 1:][keep].detach().cpu()
             rank = _rank()
             record["doc"] = doc_index[b] if doc_index is not None else (rank, self._rows)
             record["window"] = window_index[b] if window_index is not None else self._rows
             record["order"] = (rank, self._rows)
             record["zlib_len"] = zlib_len[b] if zlib_len is not None else None
             self._windows[split].append(record)
+        if "output_weight" in stats:
+            self._output_weight = stats["output_weight"]
 
     def documents(self) -> dict[str, SplitDocuments]:
         """Every process's windows joined into documents, sorted by ``doc_index``."""
@@ -119,11 +132,13 @@ class DocumentCollector:
             for key in sorted(by_doc, key=_sort_key):
                 parts = sorted(by_doc[key], key=lambda w: (w["window"], w["order"]))
                 docs.doc_index.append(key if isinstance(key, int) else len(docs.doc_index))
-                for f in TOKEN_FIELDS:
+                for f in (*TOKEN_FIELDS, "hidden", "targets"):
                     if f in parts[0]:
                         getattr(docs, f).append(torch.cat([p[f] for p in parts]))
                 if with_zlib:
                     docs.zlib_len.append(int(sum(p["zlib_len"] for p in parts)))
+            if docs.hidden and self._output_weight is not None:
+                docs.output_weight = self._output_weight.detach().float().cpu()
             out[split] = docs
         return out
 

@@ -53,14 +53,13 @@ def _forward_kwargs(model: nn.Module) -> dict[str, object]:
     return {"logits_to_keep": 1} if "logits_to_keep" in parameters else {}
 
 
-def _cache_key(output) -> str:
+def _cache_key(output) -> str | None:
+    """The name the model returned its KV cache under; ``None`` for a model without a cache (it
+    is then re-run on the whole sequence at every step: slower, the same tokens)."""
     for key in ("cache", "past_key_values"):
-        if key in output:
+        if getattr(output, key, None) is not None:
             return key
-    raise ValueError(
-        "the model returned no KV cache with use_cache=True; greedy_generate needs a causal LM "
-        "that returns `cache`/`past_key_values` (a transformers *ForCausalLM model)"
-    )
+    return None
 
 
 def _as_token_list(prompt: Sequence[int] | Tensor, index: int) -> list[int]:
@@ -121,13 +120,19 @@ def _generate_batch(
             return generated
         # Finished rows keep decoding (their tokens are dropped): rows never attend to each other.
         attention_mask = torch.cat([attention_mask, attention_mask.new_ones((rows, 1))], dim=-1)
+        if cache_key is None:  # no KV cache: the whole sequence again
+            input_ids = torch.cat([input_ids, next_ids[:, None]], dim=-1)
+            position_ids = (attention_mask.cumsum(-1) - 1).clamp(min=0)
+            out = model(input_ids=input_ids, attention_mask=attention_mask,
+                        position_ids=position_ids, **extra)  # fmt: skip
+            continue
         position_ids = attention_mask.sum(-1, keepdim=True) - 1
         out = model(
             input_ids=next_ids[:, None],
             attention_mask=attention_mask,
             position_ids=position_ids,
             use_cache=True,
-            **{cache_key: out[cache_key]},
+            **{cache_key: getattr(out, cache_key)},
             **extra,
         )
 

@@ -1,4 +1,15 @@
-"""Verbatim memorisation: does the model still continue a forget document word for word?
+"""Memorisation: does the model still continue a forget document word for word?
+
+Two metrics of the evaluation seam:
+
+* :class:`Memorisation` (per-token statistics of one teacher-forced pass): exact memorisation,
+  the share of target tokens the greedy argmax predicts, and extraction strength, ``1 - k/T``
+  (:mod:`.memorisation_math`);
+* :class:`VerbatimMemorisation` (it generates): MUSE's VerbMem, the model's greedy continuation of
+  each document's first ``prefix_tokens`` against the true next ``continuation_tokens``, ROUGE-L
+  F1 on text (as MUSE; or on token ids).
+
+The function below is the token-id form the library had first:
 
 For each document, the first ``prefix_len`` tokens are the prompt; the model continues greedily
 for as many tokens as the true continuation has (at most ``max_new_tokens``); the generation is
@@ -13,12 +24,21 @@ Used by TOFU/MUSE-style evaluations of unlearning (Maini et al. 2024; Shi et al.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import math
+from collections.abc import Mapping, Sequence
 
 import torch
 from torch import Tensor, nn
 
+from .base import GenerationMetric, MetricResult, SplitTexts, TokenMetric
+from .documents import SplitDocuments, padded
+from .generation import greedy_generate
+from .memorisation_math import exact_memorisation, extraction_strength
+from .rouge import rouge_l
+
 __all__ = [
+    "Memorisation",
+    "VerbatimMemorisation",
     "lcs_length",
     "rouge_l_f1",
     "exact_match_length",
@@ -64,26 +84,13 @@ def exact_match_length(generated: Sequence[int], reference: Sequence[int]) -> in
 def greedy_continuation(model: nn.Module, prefix: Tensor, new_tokens: int) -> list[int]:
     """Greedy (argmax) continuation of one 1-D ``prefix`` for exactly ``new_tokens`` tokens.
 
-    A manual loop with the KV cache: it never stops early at an end-of-sequence token, so the
-    generation has the truth's length.
+    It never stops early at an end-of-sequence token, so the generation has the truth's length
+    (:func:`~lightning_unlearn.evaluation.generation.greedy_generate`, one prompt).
     """
     if new_tokens <= 0:
         return []
-    device = next(model.parameters()).device
-    ids = prefix.reshape(1, -1).to(device)
-    out = model(input_ids=ids, attention_mask=torch.ones_like(ids), use_cache=True)
-    generated: list[int] = []
-    next_id = out.logits[:, -1].argmax(-1, keepdim=True)
-    past, length = out.past_key_values, ids.size(1)
-    for _ in range(new_tokens - 1):
-        generated.append(int(next_id))
-        length += 1
-        mask = torch.ones((1, length), dtype=torch.long, device=device)
-        out = model(input_ids=next_id, attention_mask=mask, past_key_values=past, use_cache=True)
-        past = out.past_key_values
-        next_id = out.logits[:, -1].argmax(-1, keepdim=True)
-    generated.append(int(next_id))
-    return generated
+    ids = prefix.reshape(-1).tolist()
+    return greedy_generate(model, [ids], max_new_tokens=new_tokens, pad_token_id=0)[0]
 
 
 @torch.no_grad()
@@ -114,25 +121,19 @@ def verbatim_memorisation(
         raise ValueError(
             f"prefix_len and max_new_tokens must be >= 1, got {prefix_len} and {max_new_tokens}"
         )
-    was_training = model.training
-    model.eval()
-    per_document = []
-    try:
-        for ids in input_ids_list:
-            ids = torch.as_tensor(ids, dtype=torch.long).reshape(-1)
-            truth = ids[prefix_len : prefix_len + max_new_tokens].tolist()
-            if not truth:
-                continue
-            generated = greedy_continuation(model, ids[:prefix_len], len(truth))
-            per_document.append(
-                {
-                    "rouge_l": rouge_l_f1(generated, truth),
-                    "exact_match_len": exact_match_length(generated, truth),
-                    "length": len(truth),
-                }
-            )
-    finally:
-        model.train(was_training)
+    documents = [
+        torch.as_tensor(ids, dtype=torch.long).reshape(-1).tolist() for ids in input_ids_list
+    ]
+    documents = [ids for ids in documents if ids[prefix_len : prefix_len + max_new_tokens]]
+    truths = [ids[prefix_len : prefix_len + max_new_tokens] for ids in documents]
+    generated = greedy_generate(
+        model, [ids[:prefix_len] for ids in documents], max_new_tokens=[len(t) for t in truths],
+        pad_token_id=0,
+    )  # fmt: skip
+    per_document = [
+        {"rouge_l": rouge_l_f1(g, t), "exact_match_len": exact_match_length(g, t), "length": len(t)}
+        for g, t in zip(generated, truths)
+    ]
     if not per_document:
         raise ValueError(
             f"no document has more than prefix_len={prefix_len} tokens; lower prefix_len or "
@@ -145,3 +146,117 @@ def verbatim_memorisation(
         "documents": n,
         "per_document": per_document,
     }
+
+
+class Memorisation(TokenMetric):
+    """Exact memorisation and extraction strength of every document, from the argmax hits of one
+    teacher-forced pass (:func:`~.memorisation_math.exact_memorisation`,
+    :func:`~.memorisation_math.extraction_strength`): ``memorisation/{split}_exact`` and
+    ``memorisation/{split}_extraction`` (means over documents), per document ``exact`` and
+    ``extraction``.
+
+    Args:
+        splits: the splits to report (``None``: every evaluated split).
+    """
+
+    prefix = "memorisation"
+
+    def __init__(self, *, splits: tuple[str, ...] | None = ("forget", "approximate")) -> None:
+        self.splits = None if splits is None else tuple(splits)
+
+    def compute(self, documents: Mapping[str, SplitDocuments]) -> MetricResult:
+        result = MetricResult()
+        for split, docs in documents.items():
+            if self.splits is not None and split not in self.splits or not docs.correct:
+                continue
+            correct, mask = padded(docs.correct, fill=False)
+            exact = exact_memorisation(correct, mask).tolist()
+            extraction = extraction_strength(correct, mask).tolist()
+            result.values[f"memorisation/{split}_exact"] = _mean(exact)
+            result.values[f"memorisation/{split}_extraction"] = _mean(extraction)
+            result.documents[split] = {
+                "memorisation/exact": exact,
+                "memorisation/extraction": extraction,
+            }
+        return result
+
+    def label(self, key: str) -> str:
+        split, _, what = key.removeprefix("memorisation/").rpartition("_")
+        return {
+            "exact": f"exact memorisation {split}",
+            "extraction": f"extraction strength {split}",
+        }.get(what, key)
+
+
+class VerbatimMemorisation(GenerationMetric):
+    """MUSE's VerbMem (Shi et al. 2024): the greedy continuation of each document's first
+    ``prefix_tokens`` tokens against its true next ``continuation_tokens`` (fewer when the document
+    ends sooner), ROUGE-L F1; ``verbmem/{split}_rouge_l`` (mean over documents), per document
+    ``rouge_l``. Decoding is batched (:func:`~.generation.greedy_generate`, equal to
+    one-at-a-time decoding) and never stops at an end-of-sequence token.
+
+    Args:
+        prefix_tokens: the prompt (MUSE: 32).
+        continuation_tokens: the most tokens generated and compared (MUSE: 128).
+        rouge: ``"text"`` (ROUGE-L on words of the decoded texts, torchmetrics, as MUSE, so the
+            figures compare) or ``"tokens"`` (on token ids, :func:`rouge_l_f1`).
+        splits: the splits whose documents are continued.
+        batch_size: prompts decoded together.
+    """
+
+    prefix = "verbmem"
+
+    def __init__(
+        self,
+        *,
+        prefix_tokens: int = 32,
+        continuation_tokens: int = 128,
+        rouge: str = "text",
+        splits: tuple[str, ...] = ("forget", "approximate"),
+        batch_size: int = 16,
+    ) -> None:
+        if prefix_tokens < 1 or continuation_tokens < 1:
+            raise ValueError(
+                f"prefix_tokens and continuation_tokens must be >= 1, got {prefix_tokens} and "
+                f"{continuation_tokens}"
+            )
+        if rouge not in ("text", "tokens"):
+            raise ValueError(f"rouge must be 'text' or 'tokens', got {rouge!r}")
+        self.prefix_tokens, self.continuation_tokens = int(prefix_tokens), int(continuation_tokens)
+        self.rouge, self.splits, self.batch_size = rouge, tuple(splits), int(batch_size)
+
+    def compute(self, model, tokenizer, texts: Mapping[str, SplitTexts]) -> MetricResult:
+        result = MetricResult()
+        p, c = self.prefix_tokens, self.continuation_tokens
+        for split, split_texts in texts.items():
+            docs = split_texts.input_ids
+            usable = [i for i, ids in enumerate(docs) if len(ids) > p]
+            truths = [docs[i][p : p + c] for i in usable]
+            generated = greedy_generate(
+                model, [docs[i][:p] for i in usable], max_new_tokens=[len(t) for t in truths],
+                pad_token_id=tokenizer.pad_token_id or 0, batch_size=self.batch_size,
+            )  # fmt: skip
+            if self.rouge == "text":
+                scores = rouge_l(tokenizer.batch_decode(generated), tokenizer.batch_decode(truths))[
+                    "f1"
+                ]
+            else:
+                scores = [rouge_l_f1(g, t) for g, t in zip(generated, truths)]
+            per_doc = [math.nan] * len(docs)
+            for i, score in zip(usable, scores):
+                per_doc[i] = float(score)
+            result.values[f"verbmem/{split}_rouge_l"] = _mean(per_doc)
+            result.documents[split] = {"verbmem/rouge_l": per_doc}
+        return result
+
+    def label(self, key: str) -> str:
+        split = key.removeprefix("verbmem/").removesuffix("_rouge_l")
+        on = "text" if self.rouge == "text" else "token ids"
+        return (
+            f"VerbMem {split} (ROUGE-L F1 on {on}, {self.prefix_tokens}+{self.continuation_tokens})"
+        )
+
+
+def _mean(values: list[float]) -> float:
+    finite = [v for v in values if v is not None and math.isfinite(v)]
+    return sum(finite) / len(finite) if finite else math.nan

@@ -10,10 +10,13 @@ and ``reset()``.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
+from ..losses import token_statistics
+from ..models import model_inputs
 from .base import MetricResult, TokenMetric, UnlearningMetric
 from .documents import DocumentCollector, SplitDocuments
 from .mia import MembershipInference
@@ -21,12 +24,49 @@ from .perplexity import Perplexity
 
 EVAL_SPLITS = ("forget", "approximate", "retain", "general")
 
-__all__ = ["EVAL_SPLITS", "UnlearningEvaluator", "compute_token_metrics", "default_metrics"]
+__all__ = [
+    "EVAL_SPLITS",
+    "UnlearningEvaluator",
+    "compute_token_metrics",
+    "default_metrics",
+    "score_batch",
+]
 
 
-def default_metrics() -> list[UnlearningMetric]:
-    """Perplexity per split and the four membership-inference attacks (forget vs approximate)."""
-    return [Perplexity(), MembershipInference()]
+def default_metrics(
+    *, reference: str | None = None, retrain: str | None = None
+) -> list[UnlearningMetric]:
+    """Perplexity per split; the four membership-inference attacks, the gradient-norm attack and
+    the reference-model attack (``reference``: a model that never saw the forget set; skipped
+    without one), forget vs approximate, each AUC with a bootstrap interval; exact memorisation
+    and extraction strength; MUSE's PrivLeak against the approximate split. All from one forward
+    pass per document (the metrics that generate text are opt-in: ``VerbatimMemorisation``).
+    ``retrain``: a model retrained without the forget set, PrivLeak's reference."""
+    from .memorisation import Memorisation
+    from .mia_attacks import GradientNormMembership, ReferenceMembership
+    from .muse import PrivLeak
+
+    return [
+        Perplexity(),
+        MembershipInference(),
+        GradientNormMembership(),
+        ReferenceMembership(reference),
+        Memorisation(),
+        PrivLeak(retrain),
+    ]
+
+
+def score_batch(model: nn.Module, batch: dict[str, Any], split: str, evaluator) -> None:
+    """One evaluation batch: one forward pass, its per-token statistics (and the last hidden
+    states where a metric of ``evaluator`` wants them for ``split``) into ``evaluator``."""
+    hidden = split in evaluator.hidden_splits
+    out = model(**model_inputs(batch), use_cache=False, output_hidden_states=hidden)
+    logits = out.logits if hasattr(out, "logits") else out
+    stats = token_statistics(logits, batch["labels"])
+    if hidden:
+        stats["hidden"] = out.hidden_states[-1][:, :-1]
+        stats["output_weight"] = model.get_output_embeddings().weight
+    evaluator.update(split, stats, batch)
 
 
 def compute_token_metrics(
@@ -76,6 +116,11 @@ class UnlearningEvaluator:
         self.collector = DocumentCollector()
         self.last = MetricResult()
         self.last_documents: dict[str, SplitDocuments] = {}
+
+    @property
+    def hidden_splits(self) -> set[str]:
+        """Splits whose last hidden states a configured metric reads (``TokenMetric.hidden_splits``)."""
+        return {s for m in self.metrics for s in (getattr(m, "hidden_splits", None) or ())}
 
     def update(self, split: str, stats: dict[str, Tensor], batch: dict | None = None) -> None:
         """Add one batch of split ``split`` (its ``doc_index``/``zlib_len`` when it carries them)."""

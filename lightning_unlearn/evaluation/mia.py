@@ -33,6 +33,7 @@ from torch import Tensor
 
 from .base import MetricResult, TokenMetric
 from .documents import SplitDocuments, padded
+from .statistics import bootstrap_auc_interval, over_unlearned
 
 MIA_SCORES = ("loss", "zlib", "min_k", "min_k_plus_plus")
 
@@ -201,6 +202,8 @@ class MembershipInference(TokenMetric):
         non_members: the split of unseen in-distribution documents (negatives).
         fpr: false-positive rate at which the true-positive rate is reported.
         auc_tolerance: the verdict passes when the loss attack's AUC is within this of 0.5.
+        confidence: coverage of the bootstrap interval of every AUC (over documents:
+            ``mia/{score}_auc_low`` / ``_high``); ``None`` skips the intervals.
     """
 
     prefix = "mia"
@@ -213,6 +216,7 @@ class MembershipInference(TokenMetric):
         non_members: str = "approximate",
         fpr: float = 0.05,
         auc_tolerance: float = 0.05,
+        confidence: float | None = 0.95,
     ) -> None:
         if not 0.0 < k <= 1.0:
             raise ValueError(f"the Min-K% fraction k must be in (0, 1], got {k}")
@@ -220,6 +224,7 @@ class MembershipInference(TokenMetric):
             raise ValueError(f"fpr must be in [0, 1], got {fpr}")
         self.k, self.members, self.non_members = float(k), members, non_members
         self.fpr, self.auc_tolerance = float(fpr), float(auc_tolerance)
+        self.confidence = confidence
 
     def scores(self, docs: SplitDocuments) -> dict[str, Tensor]:
         """The four attacks' scores of every document of a split (higher: more likely member)."""
@@ -241,7 +246,7 @@ class MembershipInference(TokenMetric):
         pos, neg = scored[self.members], scored[self.non_members]
         tpr_key = f"tpr_at_{self.fpr * 100:g}_fpr"
         for name in MIA_SCORES:
-            result.values[f"mia/{name}_auc"] = roc_auc(pos[name], neg[name])
+            add_auc(result, f"mia/{name}", pos[name], neg[name], self.confidence)
             result.values[f"mia/{name}_{tpr_key}"] = tpr_at_fpr(pos[name], neg[name], self.fpr)
         return result
 
@@ -250,14 +255,50 @@ class MembershipInference(TokenMetric):
         for score in MIA_SCORES:
             if name == f"{score}_auc":
                 return f"MIA AUC {score}"
-        return None if name.endswith("_fpr") else key  # TPRs: in report.json, not the table
+        return None  # TPRs and intervals: in report.json (intervals in the verdict), not the table
 
     def verdict(self, report: Mapping[str, Any]) -> list[str]:
-        auc = (report.get("after") or {}).get("mia/loss_auc")
+        after = report.get("after") or {}
+        auc = after.get("mia/loss_auc")
         if auc is None:
             return []
         ok = abs(auc - 0.5) <= self.auc_tolerance
-        return [
+        lines = [
             f"{'PASS' if ok else 'FAIL'}: loss-MIA AUC {auc:.3f} "
             f"{'is' if ok else 'is not'} within ±{self.auc_tolerance:g} of 0.5 (chance)"
         ]
+        return lines + auc_verdicts(after, [f"mia/{name}" for name in MIA_SCORES])
+
+
+def add_auc(
+    result: MetricResult, key: str, members: Tensor, non_members: Tensor, confidence: float | None
+) -> None:
+    """``{key}_auc`` (members positive) and, with ``confidence``, its bootstrap interval over
+    documents, ``{key}_auc_low`` / ``{key}_auc_high``."""
+    result.values[f"{key}_auc"] = roc_auc(members, non_members)
+    if confidence is not None:
+        low, high = bootstrap_auc_interval(members, non_members, confidence=confidence)
+        result.values[f"{key}_auc_low"], result.values[f"{key}_auc_high"] = low, high
+
+
+def auc_verdicts(after: Mapping[str, Any], keys: list[str]) -> list[str]:
+    """Every attack's AUC of the unlearned model with its interval; *over-unlearned* when the
+    whole interval lies below 0.5 (the forget set now stands out as less familiar than unseen
+    text, which itself tells an attacker it was removed)."""
+    lines = []
+    for key in keys:
+        auc, low, high = (after.get(f"{key}_auc{s}") for s in ("", "_low", "_high"))
+        if auc is None or low is None or high is None:
+            continue
+        name = key.split("/", 1)[-1]
+        if over_unlearned((low, high)):
+            lines.append(
+                f"OVER-UNLEARNED: {key.split('/')[0]} {name} AUC {auc:.3f}, 95% interval "
+                f"[{low:.3f}, {high:.3f}] lies below 0.5: the forget documents now look less "
+                "familiar than unseen text"
+            )
+        else:
+            lines.append(
+                f"{key.split('/')[0]} {name} AUC {auc:.3f}, 95% interval [{low:.3f}, {high:.3f}]"
+            )
+    return lines

@@ -36,10 +36,13 @@ class Perplexity(TokenMetric):
     Args:
         tolerance: the verdict passes when the unlearned forget perplexity is within this
             fraction of the approximate-retrain target.
+        still_remembered: how many forget documents ``report.md`` lists as the ones the
+            unlearned model still gives back best (its lowest perplexities).
     """
 
-    def __init__(self, *, tolerance: float = 0.1) -> None:
+    def __init__(self, *, tolerance: float = 0.1, still_remembered: int = 5) -> None:
         self.tolerance = float(tolerance)
+        self.still_remembered = int(still_remembered)
 
     def compute(self, documents: Mapping[str, SplitDocuments]) -> MetricResult:
         result = MetricResult()
@@ -80,3 +83,49 @@ class Perplexity(TokenMetric):
             if b is not None and a is not None:
                 lines.append(f"utility: {split} ppl {b:.3f} -> {a:.3f} ({self.change(b, a)})")
         return lines
+
+    def sections(self, report: Mapping[str, Any]) -> list[dict[str, str]]:
+        """The forget documents with the lowest perplexity after unlearning, against the unseen
+        approximate split's median (what "forgotten" should look like)."""
+        docs = report.get("documents") or {}
+        after = (docs.get("after") or {}).get("forget") or {}
+        before = (docs.get("before") or {}).get("forget") or {}
+        if not after.get("ppl") or self.still_remembered < 1:
+            return []
+        unseen = _median(((docs.get("after") or {}).get("approximate") or {}).get("ppl", []))
+        order = sorted(range(len(after["ppl"])), key=lambda i: after["ppl"][i])
+        rows = [
+            "| document | ppl before | ppl after | after / unseen median |",
+            "|---|---:|---:|---:|",
+        ]
+        for i in order[: self.still_remembered]:
+            b = before.get("ppl", [None] * (i + 1))[i] if before.get("ppl") else None
+            a = after["ppl"][i]
+            ratio = f"{a / unseen:.2f}" if unseen else "—"
+            rows.append(
+                f"| {after['doc_index'][i]} | {'—' if b is None else f'{b:.3f}'} | {a:.3f} | {ratio} |"
+            )
+        intro = (
+            f"The {min(self.still_remembered, len(order))} forget documents the unlearned model still "
+            "gives back best (lowest perplexity after unlearning)"
+            + (
+                f"; the unseen approximate documents' median perplexity after is {unseen:.3f}"
+                if unseen
+                else ""
+            )
+            + ". A ratio well below 1 marks a document that is still remembered."
+        )
+        return [
+            {
+                "title": "Forget documents still given back best",
+                "markdown": intro + "\n\n" + "\n".join(rows),
+            }
+        ]
+
+
+def _median(values: list[float]) -> float | None:
+    ordered = sorted(v for v in values if v is not None and math.isfinite(v))
+    if not ordered:
+        return None
+    mid = len(ordered) // 2
+    return ordered[mid] if len(ordered) % 2 else 0.5 * (ordered[mid - 1] + ordered[mid])

@@ -30,7 +30,14 @@ from .base import UnlearningMetric, finite
 from .metrics import EVAL_SPLITS, default_metrics
 from .results import approximate_target, normalise_metrics
 
-__all__ = ["build_report", "write_report", "format_table", "format_markdown", "plot_perplexity"]
+__all__ = [
+    "build_report",
+    "write_report",
+    "format_table",
+    "format_markdown",
+    "format_markdown_table",
+    "plot_perplexity",
+]
 
 _REQUIRED = ("model", "method", "steps", "seconds", "before", "after", "target_ppl")
 #: documents listed per split in report.md (report.json has them all)
@@ -120,9 +127,10 @@ def build_report(
         "metrics": [m.describe() for m in metrics],
     }
     report["rows"] = _rows(metrics, sections)
-    report["verdict"] = [line for m in metrics for line in m.verdict(report)]
     if documents:
         report["documents"] = {col: dict(splits) for col, splits in documents.items()}
+    report["verdict"] = [line for m in metrics for line in m.verdict(report)]
+    report["sections"] = [section for m in metrics for section in m.sections(report)]
     if history:
         report["history"] = [dict(entry) for entry in history]
     for key, value in (extra or {}).items():
@@ -200,6 +208,11 @@ def _document_tables(report: Mapping[str, Any]) -> list[str]:
     return out
 
 
+def format_markdown_table(report: Mapping[str, Any]) -> str:
+    """The report's table as markdown."""
+    return "\n".join(_markdown_table(*_table(report)))
+
+
 def format_markdown(report: Mapping[str, Any]) -> str:
     """``report.md``: the run, the table, the target, the verdicts and per-document values."""
     header, rows = _table(report)
@@ -216,6 +229,8 @@ def format_markdown(report: Mapping[str, Any]) -> str:
         "",
     ]
     md += [f"- {v}" for v in report.get("verdict", [])] or ["- no after metrics to judge"]
+    for section in report.get("sections", []):
+        md += ["", f"## {section['title']}", "", section["markdown"]]
     per_document = _document_tables(report)
     if per_document:
         md += ["", "## Per document", *per_document]

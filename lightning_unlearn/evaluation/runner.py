@@ -8,10 +8,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from ..losses import token_statistics
-from ..models import model_inputs
 from .base import UnlearningMetric
-from .metrics import EVAL_SPLITS, UnlearningEvaluator
+from .metrics import EVAL_SPLITS, UnlearningEvaluator, score_batch
 
 __all__ = ["evaluate_splits", "evaluate_model"]
 
@@ -30,13 +28,11 @@ def _loaders(source: Any) -> list[Iterable]:
     return [source]
 
 
-def _logits(module: nn.Module, batch: dict[str, Any]) -> Tensor:
-    inputs = model_inputs(batch)
-    if hasattr(module, "training_step"):  # a LightningModule: its forward takes the batch
-        out = module(batch)
-    else:  # a transformers model
-        out = module(**inputs, use_cache=False)
-    return out.logits if hasattr(out, "logits") else out
+def _network(module: nn.Module) -> nn.Module:
+    """The transformers model to run: an UnlearningModule's (adapters active), or the model."""
+    if hasattr(module, "training_step") and isinstance(getattr(module, "model", None), nn.Module):
+        return module.model
+    return module
 
 
 @torch.no_grad()
@@ -91,8 +87,7 @@ def evaluate_model(
                         f"(one of {splits}); got keys {sorted(batch)}"
                     )
                 batch = {k: v.to(device) if isinstance(v, Tensor) else v for k, v in batch.items()}
-                stats = token_statistics(_logits(module, batch), batch["labels"])
-                evaluator.update(split, stats, batch)
+                score_batch(_network(module), batch, split, evaluator)
         evaluator.compute()
         return evaluator
     finally:

@@ -30,7 +30,7 @@ import torch
 from lightning.pytorch import LightningModule
 from torch import Tensor, nn
 
-from ..evaluation.metrics import EVAL_SPLITS, UnlearningEvaluator
+from ..evaluation.metrics import EVAL_SPLITS, UnlearningEvaluator, score_batch
 from ..io import atomic_directory
 from ..losses import (
     IGNORE_INDEX,
@@ -38,7 +38,6 @@ from ..losses import (
     check_retain_term,
     retain_term_loss,
     token_nll,
-    token_statistics,
 )
 from ..models import (
     LoraSettings,
@@ -446,8 +445,8 @@ class UnlearningModule(LightningModule):
             split = split[0]
         if split is None:
             raise ValueError("evaluation batches must carry their split name under 'split'")
-        logits = self(batch)
-        self.evaluator.update(split, token_statistics(logits, batch["labels"]), batch)
+        self._require_model()
+        score_batch(self.model, batch, split, self.evaluator)
 
     def on_validation_epoch_end(self) -> None:
         results = self.evaluator.compute()
