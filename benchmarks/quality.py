@@ -797,8 +797,16 @@ def _frac(x):
 
 
 def write_markdown(results: dict[str, Any], path: Path) -> Path:
+    """The page, keeping the sections other benchmarks wrote into it (between their
+    ``<!-- name:start -->`` / ``<!-- name:end -->`` markers: robustness, forgetting quality)."""
+    import re
+
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(render(results) + "\n")
+    kept = ""
+    if path.exists():
+        pattern = r"(?s)<!-- (\w+):start -->.*?<!-- \1:end -->"
+        kept = "".join("\n" + m.group(0) + "\n" for m in re.finditer(pattern, path.read_text()))
+    path.write_text(render(results) + "\n" + kept)
     return path
 
 

@@ -20,9 +20,8 @@ from .methods import (
     WhosHarryPotter,
 )
 from .models import LoraSettings, load_causal_lm, load_tokenizer
+from .version import __version__ as __version__
 from .workflow import Measurement, UnlearningWorkflow
-
-__version__ = "0.1.0"
 
 #: names importable from the top level but loaded on first use (``datasets`` takes seconds to
 #: import, which the CLI's verbs that do not read data should not pay)

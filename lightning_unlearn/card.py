@@ -49,7 +49,7 @@ def model_card(
     table: str,
 ) -> str:
     """The model card's text: YAML front matter, then the record in prose and tables."""
-    from . import __version__
+    from .version import __version__
 
     lines = [
         "---",

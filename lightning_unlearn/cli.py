@@ -359,6 +359,18 @@ def build_evaluate_parser() -> LightningArgumentParser:
     parser.add_argument("--dtype", type=str | None, default=None, help="lm-eval weight dtype")
     parser.add_argument("--output", type=str | None, default=None,
                         help="also write the lm-eval results as JSON to this file")  # fmt: skip
+    parser.add_argument("--attacks", type=str | None, default=None,
+                        help="comma-separated: relearn, quantize (does the forgetting last?)")  # fmt: skip
+    parser.add_argument("--relearn_steps", type=str, default="1,2,4,8",
+                        help="relearning steps scored (one training run, scored at each)")  # fmt: skip
+    parser.add_argument("--relearn_data", type=str, default="retain,forget_slice",
+                        help="what relearning trains on: retain, general, forget_slice")  # fmt: skip
+    parser.add_argument("--relearn_lr", type=float, default=1e-5, help="relearning AdamW rate")
+    parser.add_argument("--slice_fraction", type=float, default=0.25,
+                        help="share of the forget documents relearned on (the rest is scored)")  # fmt: skip
+    parser.add_argument("--bits", type=str, default="8,4", help="quantization bit widths")
+    parser.add_argument("--group_size", type=int, default=64,
+                        help="input weights per quantization scale")  # fmt: skip
     parser.add_subclass_arguments(UnlearningDataModule, "data", required=False)
     parser.add_lightning_class_args(Trainer, "trainer")
     parser.link_arguments("model", "data.init_args.tokenizer")
@@ -407,6 +419,7 @@ def evaluate_main(argv: list[str]) -> dict[str, Any]:
 def _evaluate_report(init: Any, cfg: Any, out: Path, L: Any) -> dict[str, Any]:
     """The unlearning report of ``--model`` (``after``) against ``--compare`` (``before``)."""
     data = init.data
+    attacks = _attack_settings(cfg) if cfg.attacks else []  # bad attack options fail first
     module = UnlearningModule(cfg.model, gguf_file=cfg.gguf_file)
     config = load_config(cfg.model, gguf_file=cfg.gguf_file)
     check_model_inputs(config, model=cfg.model, tokenizer=data.tokenizer,
@@ -434,6 +447,8 @@ def _evaluate_report(init: Any, cfg: Any, out: Path, L: Any) -> dict[str, Any]:
         model=cfg.model, method="evaluate", steps=0, seconds=0.0, before=before, after=after,
         extra={"compare": cfg.compare},
     )  # fmt: skip
+    if attacks:
+        _attack(report, cfg, attacks, workflow, module, data)
     if trainer.is_global_zero:
         from .io import staged_outputs
 
@@ -442,6 +457,45 @@ def _evaluate_report(init: Any, cfg: Any, out: Path, L: Any) -> dict[str, Any]:
         print(format_table(report))
         print(f"report: {out / 'report.json'}")
     return report
+
+
+def _attack_settings(cfg: Any) -> list[Any]:
+    """The attacks ``--attacks`` names, with their options (bad names and values named)."""
+    from .attacks import QuantizeAttack, RelearnAttack
+
+    def numbers(option: str, kind=int) -> tuple:
+        try:
+            return tuple(kind(v) for v in str(getattr(cfg, option)).split(",") if v.strip())
+        except ValueError:
+            raise ValueError(f"--{option} must be comma-separated numbers, got "
+                             f"{getattr(cfg, option)!r}") from None  # fmt: skip
+
+    out = []
+    for name in [a.strip() for a in cfg.attacks.split(",") if a.strip()]:
+        if name == "relearn":
+            for data in [d.strip() for d in cfg.relearn_data.split(",") if d.strip()]:
+                out.append(RelearnAttack(steps=numbers("relearn_steps"), data=data,
+                                         slice_fraction=cfg.slice_fraction,
+                                         learning_rate=cfg.relearn_lr))  # fmt: skip
+        elif name == "quantize":
+            out.append(QuantizeAttack(bits=numbers("bits"), group_size=cfg.group_size))
+        else:
+            raise ValueError(f"unknown attack {name!r} in --attacks; use relearn, quantize")
+    return out
+
+
+def _attack(report: dict, cfg: Any, attacks: list, workflow: Any, module: Any, data: Any) -> None:
+    """Run ``--attacks`` on the evaluated model, ``--compare`` (B) and ``--retrain_model`` (R)
+    and add their section and verdict to the report."""
+    from .attacks import attack_section, attack_verdicts, run_attacks
+
+    module.configure_model()
+    section = run_attacks(workflow, attacks, data, unlearned=module.model,
+                          before=cfg.compare, retrain=cfg.retrain_model,
+                          progress=lambda line: log.info(line))  # fmt: skip
+    report["attacks"] = section
+    report["verdict"] = [*report["verdict"], *attack_verdicts(section)]
+    report["sections"] = [*report.get("sections", []), attack_section(section)]
 
 
 #: Trainer options ``evaluate`` passes on (device placement; the loops are its own)

@@ -190,23 +190,33 @@ class UnlearningWorkflow(Callback):
         *,
         gguf_file: str | None = None,
         generation: bool = True,
+        splits: Sequence[str] | None = None,
+        exclude: Mapping[str, Any] | None = None,
     ) -> Measurement:
         """Every metric of a fixed checkpoint (folder, hub id, GGUF file or a loaded model) on
-        every evaluation split of ``datamodule``; cached in ``score_cache`` when set. With
-        ``generation=False`` the metrics that generate text are left out (a side column)."""
+        the evaluation ``splits`` of ``datamodule`` (``None``: all); cached in ``score_cache``
+        when set. With ``generation=False`` the metrics that generate text are left out (a side
+        column); ``exclude`` (``{split: doc_index values}``) leaves documents out of every metric
+        (the forget documents an attack trained on)."""
         path = None if isinstance(model, torch.nn.Module) else str(model)
-        cache = self._cache_path(path, datamodule, generation) if path is not None else None
+        plain = splits is None and not exclude
+        cache = (
+            self._cache_path(path, datamodule, generation) if path is not None and plain else None
+        )
         if cache is not None and cache.is_file():
             return Measurement.from_json(json.loads(cache.read_text()))
         loaded = model if path is None else self._load(path, gguf_file=gguf_file)
+        exclude = {k: set(v) for k, v in (exclude or {}).items()}
         evaluator = evaluate_model(
-            loaded, datamodule.eval_loaders(), metrics=self._of_kind("tokens")
-        )
-        if path is not None:  # a second-model metric naming this model reads these statistics
+            loaded, datamodule.eval_loaders(splits), metrics=self._of_kind("tokens"),
+            exclude=exclude,
+        )  # fmt: skip
+        if path is not None and plain:  # a second-model metric naming this model reads these
             self._other_documents.setdefault(path, evaluator.last_documents)
         measurement = self._complete(
-            evaluator.last, evaluator.last_documents, loaded, datamodule, generation=generation
-        )
+            evaluator.last, evaluator.last_documents, loaded, datamodule, generation=generation,
+            exclude=exclude,
+        )  # fmt: skip
         if cache is not None:
             atomic_write_json(cache, measurement.to_json())
         return measurement
@@ -219,6 +229,7 @@ class UnlearningWorkflow(Callback):
         datamodule: Any,
         *,
         generation: bool = True,
+        exclude: Mapping[str, set] | None = None,
     ) -> Measurement:
         doc_index = {split: docs.doc_index for split, docs in documents.items()}
         out = Measurement()
@@ -228,12 +239,16 @@ class UnlearningWorkflow(Callback):
             net = _causal_lm(model)
             for metric in generators:
                 splits = EVAL_SPLITS if metric.splits is None else metric.splits
-                texts = {s: datamodule.eval_texts(s) for s in splits if s in documents}
+                texts = {s: _without(datamodule.eval_texts(s), (exclude or {}).get(s))
+                         for s in splits if s in documents}  # fmt: skip
                 result = metric.compute(net, datamodule.tokenizer, texts)
                 out.merge(result, {s: t.doc_index for s, t in texts.items()})
         for metric in self._of_kind("model"):
             # without a second model the metric gets None (it may skip, or use a stand-in)
-            out.merge(metric.compute(documents, self._other(metric, datamodule)), doc_index)
+            other = self._other(metric, datamodule)
+            if other is not None and exclude:
+                other = {s: d.without(exclude.get(s, ())) for s, d in other.items()}
+            out.merge(metric.compute(documents, other), doc_index)
         return out
 
     def _other(self, metric: ModelMetric, datamodule: Any):
@@ -520,6 +535,17 @@ class UnlearningWorkflow(Callback):
     @staticmethod
     def table(report: Mapping[str, Any]) -> str:
         return format_table(report)
+
+
+def _without(texts: Any, drop: Any) -> Any:
+    """``SplitTexts`` minus the documents in ``drop``."""
+    if not drop:
+        return texts
+    from .evaluation.base import SplitTexts
+
+    keep = [i for i, d in enumerate(texts.doc_index) if d not in drop]
+    return SplitTexts(texts.split, [texts.doc_index[i] for i in keep],
+                      [texts.input_ids[i] for i in keep], [texts.texts[i] for i in keep])  # fmt: skip
 
 
 def _causal_lm(model: Any) -> torch.nn.Module:

@@ -60,6 +60,18 @@ class SplitDocuments:
         """Target tokens over all documents."""
         return int(sum(t.numel() for t in self.logprob))
 
+    def without(self, doc_indices) -> SplitDocuments:
+        """These documents minus those whose ``doc_index`` is in ``doc_indices``."""
+        drop = {int(i) for i in doc_indices}
+        keep = [i for i, d in enumerate(self.doc_index) if d not in drop]
+        out = SplitDocuments(self.split, output_weight=self.output_weight)
+        out.doc_index = [self.doc_index[i] for i in keep]
+        for name in ("logprob", "mu", "sigma", "correct", "hidden", "targets"):
+            values = getattr(self, name)
+            setattr(out, name, [values[i] for i in keep] if values else [])
+        out.zlib_len = None if self.zlib_len is None else [self.zlib_len[i] for i in keep]
+        return out
+
 
 def padded(values: list[Tensor], *, fill: float = 0.0) -> tuple[Tensor, Tensor]:
     """Stack ragged 1-D tensors into ``[documents, longest]`` with a mask of real entries."""

@@ -128,8 +128,14 @@ class UnlearningEvaluator:
             raise KeyError(f"unknown evaluation split {split!r}; expected one of {self.splits}")
         self.collector.update(split, stats, batch)
 
-    def compute(self) -> dict[str, Tensor]:
-        self.last_documents = self.collector.documents()
+    def compute(self, *, exclude: dict[str, Any] | None = None) -> dict[str, Tensor]:
+        """The metrics' values; ``exclude``: ``{split: doc_index values}`` left out (e.g. the
+        forget documents an attack trained on)."""
+        documents = self.collector.documents()
+        for split, drop in (exclude or {}).items():
+            if split in documents and drop:
+                documents[split] = documents[split].without(drop)
+        self.last_documents = documents
         self.last = compute_token_metrics(self.metrics, self.last_documents)
         return {key: torch.tensor(float(value)) for key, value in self.last.values.items()}
 

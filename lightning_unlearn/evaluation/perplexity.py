@@ -50,7 +50,8 @@ class Perplexity(TokenMetric):
             for key, value in split_perplexity(docs.logprob, docs.correct).items():
                 result.values[f"{split}/{key}"] = value
             result.documents[split] = {
-                "ppl": [math.exp(-float(t.double().mean())) for t in docs.logprob]
+                "ppl": [math.exp(-float(t.double().mean())) for t in docs.logprob],
+                "tokens": [float(t.numel()) for t in docs.logprob],
             }
         return result
 

@@ -43,6 +43,7 @@ def evaluate_model(
     splits: tuple[str, ...] = EVAL_SPLITS,
     metrics: Sequence[UnlearningMetric] | None = None,
     max_batches: int | None = None,
+    exclude: dict[str, Any] | None = None,
 ) -> UnlearningEvaluator:
     """Run evaluation batches through a model; returns the evaluator after ``compute()``.
 
@@ -63,6 +64,7 @@ def evaluate_model(
         splits: the evaluation split names.
         metrics: the metrics (token metrics are computed); default: the default metrics.
         max_batches: stop after this many batches per loader (``None``: all).
+        exclude: ``{split: doc_index values}`` left out of the metrics.
     """
     if getattr(module, "model", "missing") is None and hasattr(module, "configure_model"):
         module.configure_model()
@@ -88,7 +90,7 @@ def evaluate_model(
                     )
                 batch = {k: v.to(device) if isinstance(v, Tensor) else v for k, v in batch.items()}
                 score_batch(_network(module), batch, split, evaluator)
-        evaluator.compute()
+        evaluator.compute(exclude=exclude)
         return evaluator
     finally:
         module.train(was_training)
