@@ -4,11 +4,8 @@ robustness benchmark's smoke run."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
-import sys
-from pathlib import Path
 
 import pytest
 import torch
@@ -40,8 +37,6 @@ from lightning_unlearn.evaluation import (
     roc_auc,
 )
 from lightning_unlearn.workflow import UnlearningWorkflow
-
-BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
 
 
 def _metrics():
@@ -366,70 +361,6 @@ def test_vectorised_auc_matches_roc_auc():
 
 
 # ----------------------------------------------------------------------------------- benchmark
-def _benchmark():
-    sys.path.insert(0, str(BENCHMARKS))
-    spec = importlib.util.spec_from_file_location(
-        "benchmarks_robustness", BENCHMARKS / "robustness.py"
-    )
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-@pytest.mark.slow
-def test_robustness_benchmark_smoke(tiny_model_dir, tmp_path):
-    robustness = _benchmark()
-    out, md = tmp_path / "robustness.json", tmp_path / "results.md"
-    args = ["--smoke", "--model", str(tiny_model_dir), "--json", str(out), "--markdown", str(md)]
-    args += ["--threads", "1", "--quality-json", str(tmp_path / "absent.json")]
-    assert robustness.main(args) == 0
-    result = json.loads(out.read_text())
-    assert result["complete"]
-    assert set(result["models"]) == {"B", "R", "GA", "GA+GD in-dist"}
-    expected = {
-        "none",
-        "relearn_forget_slice_k0",
-        *(f"relearn_{d}_k{k}" for d in ("retain", "forget_slice") for k in (1, 2)),
-        "quantize_8bit",
-        "quantize_4bit",
-    }
-    the_slice = set(result["slice"]["slice"])
-    for key, entry in result["models"].items():
-        assert set(entry["variants"]) == expected, key
-        for name, record in entry["variants"].items():
-            scored, excluded = set(record["scored_forget"]), set(record["excluded"])
-            assert scored.isdisjoint(excluded)
-            if name.startswith("relearn_forget_slice"):
-                assert excluded == the_slice and scored == set(result["slice"]["rest"])
-            else:
-                assert not excluded
-            assert record["scored"]["forget/documents"] == len(scored)
-            assert record["scored"]["forget/ppl"] > 0
-    fractions = result["analysis"]["fractions"]
-    for method in ("GA", "GA+GD in-dist"):
-        for row in fractions[method].values():
-            for cell in row.values():
-                f = cell["fraction"]
-                assert f is None or math.isfinite(f)
-    ends = result["analysis"]["ends"]["quantize_4bit"]["forget/nll"]
-    assert ends["before"] > 0 and ends["retrain"] > 0 and len(ends["interval"]) == 2
-    text = md.read_text()
-    assert "<!-- robustness:start -->" in text and "<!-- robustness:end -->" in text
-    assert "| attack | GA | GA+GD in-dist | B (before) | R (exact retrain) |" in text
-    assert "**Which method's forgetting lasts.**" in text
-    assert (tmp_path / result["plot"]).exists()
-    # --resume with everything done scores nothing again
-    assert robustness.main([*args, "--resume"]) == 0
-    resumed = json.loads(out.read_text())
-    assert resumed["models"] == result["models"]
-    text = md.read_text()
-    # the section is replaced in place, and re-rendering from the JSON alone gives the same text
-    md.write_text("# Results\n\nkept\n\n" + text.split("# Results", 1)[1])
-    assert robustness.main(["--render-only", "--json", str(out), "--markdown", str(md)]) == 0
-    again = md.read_text()
-    assert "kept" in again and again.count("<!-- robustness:start -->") == 1
-    assert again.split("<!-- robustness:start -->")[1] == text.split("<!-- robustness:start -->")[1]
 
 
 # ----------------------------------------------------------------------------- through evaluate

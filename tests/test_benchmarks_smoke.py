@@ -135,3 +135,89 @@ def test_replace_section_keeps_the_rest(tmp_path):
     text = doc.read_text()
     assert "second" in text and "first" not in text
     assert text.count("<!-- x:start -->") == 1 and "pending" in text
+
+
+@pytest.mark.slow
+def test_forgetting_quality_smoke(tiny_model_dir, tmp_path):
+    benchmark = _load("forgetting_quality")
+    out, md = tmp_path / "fq.json", tmp_path / "results.md"
+    md.write_text("# Results\n\nother sections stay\n")
+    argv = ["--smoke", "--model", str(tiny_model_dir), "--json", str(out), "--markdown", str(md)]
+    assert benchmark.main([*argv, "--threads", "1"]) == 0
+    result = json.loads(out.read_text())
+    n = result["options"]["n"]
+    assert result["complete"] and n == 3
+    assert [len(result["models"][k]) for k in ("retrain", "seen", "GA+GD")] == [2 * n, n, n]
+    rows = {r["key"]: r for r in result["rows"]}
+    assert [r["kind"] for r in result["rows"]] == ["calibration", "calibration", "method"]
+    for row in rows.values():
+        assert row["n"] == n and 0.0 <= row["F"] <= 1.0
+        assert len(row["points"]) == len(result["seen_model"]["confidence"])
+    method = rows["GA+GD"]
+    for key in ("score", "retain_ratio", "general_ratio", "seconds_unlearned", "seconds_retrained"):
+        assert isinstance(method[key], float) and math.isfinite(method[key]), key
+    assert method["seconds_unlearned"] > 0 and method["seconds_retrained"] > 0
+    assert 0.0 <= result["null"]["p5"] <= result["null"]["p95"] <= 1.0
+    assert isinstance(result["verdict"]["separated"], bool)
+    text = md.read_text()
+    assert "other sections stay" in text and "<!-- forgetting_quality:start -->" in text
+    assert "Calibration verdict" in text and (tmp_path / result["plot"]).exists()
+    # --resume trains nothing more and gives the same rows
+    assert benchmark.main([*argv, "--threads", "1", "--resume"]) == 0
+    again = json.loads(out.read_text())
+    assert [r["F"] for r in again["rows"]] == [r["F"] for r in result["rows"]]
+
+
+@pytest.mark.slow
+def test_robustness_benchmark_smoke(tiny_model_dir, tmp_path):
+    robustness = _load("robustness")
+    out, md = tmp_path / "robustness.json", tmp_path / "results.md"
+    args = ["--smoke", "--model", str(tiny_model_dir), "--json", str(out), "--markdown", str(md)]
+    args += ["--threads", "1", "--quality-json", str(tmp_path / "absent.json")]
+    assert robustness.main(args) == 0
+    result = json.loads(out.read_text())
+    assert result["complete"]
+    assert set(result["models"]) == {"B", "R", "GA", "GA+GD in-dist"}
+    expected = {
+        "none",
+        "relearn_forget_slice_k0",
+        *(f"relearn_{d}_k{k}" for d in ("retain", "forget_slice") for k in (1, 2)),
+        "quantize_8bit",
+        "quantize_4bit",
+    }
+    the_slice = set(result["slice"]["slice"])
+    for key, entry in result["models"].items():
+        assert set(entry["variants"]) == expected, key
+        for name, record in entry["variants"].items():
+            scored, excluded = set(record["scored_forget"]), set(record["excluded"])
+            assert scored.isdisjoint(excluded)
+            if name.startswith("relearn_forget_slice"):
+                assert excluded == the_slice and scored == set(result["slice"]["rest"])
+            else:
+                assert not excluded
+            assert record["scored"]["forget/documents"] == len(scored)
+            assert record["scored"]["forget/ppl"] > 0
+    fractions = result["analysis"]["fractions"]
+    for method in ("GA", "GA+GD in-dist"):
+        for row in fractions[method].values():
+            for cell in row.values():
+                f = cell["fraction"]
+                assert f is None or math.isfinite(f)
+    ends = result["analysis"]["ends"]["quantize_4bit"]["forget/nll"]
+    assert ends["before"] > 0 and ends["retrain"] > 0 and len(ends["interval"]) == 2
+    text = md.read_text()
+    assert "<!-- robustness:start -->" in text and "<!-- robustness:end -->" in text
+    assert "| attack | GA | GA+GD in-dist | B (before) | R (exact retrain) |" in text
+    assert "**Which method's forgetting lasts.**" in text
+    assert (tmp_path / result["plot"]).exists()
+    # --resume with everything done scores nothing again
+    assert robustness.main([*args, "--resume"]) == 0
+    resumed = json.loads(out.read_text())
+    assert resumed["models"] == result["models"]
+    text = md.read_text()
+    # the section is replaced in place, and re-rendering from the JSON alone gives the same text
+    md.write_text("# Results\n\nkept\n\n" + text.split("# Results", 1)[1])
+    assert robustness.main(["--render-only", "--json", str(out), "--markdown", str(md)]) == 0
+    again = md.read_text()
+    assert "kept" in again and again.count("<!-- robustness:start -->") == 1
+    assert again.split("<!-- robustness:start -->")[1] == text.split("<!-- robustness:start -->")[1]

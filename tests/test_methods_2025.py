@@ -334,25 +334,7 @@ def test_pdu_flattens_forget_logits(trained_tiny_model_dir, forget_batch, retain
     assert nll(module, forget_batch) > nll_before + 0.5
 
 
-METHODS = [
-    (WeightedGradientAscent, {}),
-    (SatImp, {}),
-    (CrossEntropyUnlearning, {}),
-    (PrimalDualUnlearning, PDU_KWARGS),
-]
-
-
-@pytest.mark.parametrize("cls, kwargs", METHODS, ids=[c.__name__ for c, _ in METHODS])
-def test_lora_trains_only_adapters(cls, kwargs, tiny_model_dir, forget_batch, retain_batch):
-    module = build(cls, tiny_model_dir, lora=LORA, learning_rate=1e-2, **kwargs)
-    assert module.reference is None
-    trainable = {n for n, p in module.model.named_parameters() if p.requires_grad}
-    assert trainable and all("lora_" in n for n in trainable), sorted(trainable)[:4]
-    before = {n: p.detach().clone() for n, p in module.model.named_parameters()}
-    fit(module, forget_batch, retain_batch, 2)
-    changed = {n for n, p in module.model.named_parameters() if not torch.equal(p, before[n])}
-    assert changed and changed <= trainable, sorted(changed - trainable)[:4]
-    assert any("lora_B" in n for n in changed)  # B starts at 0: the adapter now does something
+# LoRA for the four: tests/test_lora.py (every method, adapters only, merged export)
 
 
 # ----------------------------------------------------------------------------- PDU's lambda

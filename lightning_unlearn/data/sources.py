@@ -237,11 +237,8 @@ def _read_parquet(path: Path, source: DataSource, where: str) -> list[str]:
     return ["" if v is None else str(v) for v in table.column(source.text_column).to_pylist()]
 
 
-def _read_file(path: Path, source: DataSource) -> list[str]:
-    where = f"file '{path}'"
-    suffix = path.suffix.lower()
-    if suffix == ".parquet":
-        return _read_parquet(path, source, where)
+def _decoded(path: Path, source: DataSource) -> str:
+    """The file's text as UTF-8, undecodable bytes replaced (and counted in the log)."""
     text, replaced = decode_utf8(path.read_bytes())
     if replaced:
         log.warning(
@@ -250,6 +247,15 @@ def _read_file(path: Path, source: DataSource) -> list[str]:
             replaced,
             path,
         )
+    return text
+
+
+def _read_file(path: Path, source: DataSource) -> list[str]:
+    where = f"file '{path}'"
+    suffix = path.suffix.lower()
+    if suffix == ".parquet":
+        return _read_parquet(path, source, where)
+    text = _decoded(path, source)
     if suffix in (".jsonl", ".json"):
         return _read_json(text, source, where)
     if suffix == ".csv":
@@ -447,14 +453,7 @@ def _qa_from_file(path: Path, source: DataSource) -> list[QARecord]:
         table = pq.read_table(path)
         _check_qa_columns(source, where, table.column_names)
         return _qa_from_rows(table.to_pylist(), source, where)
-    text, replaced = decode_utf8(path.read_bytes())
-    if replaced:
-        log.warning(
-            "data source %s: replaced %d undecodable byte sequence(s) in '%s' with U+FFFD",
-            source.describe(),
-            replaced,
-            path,
-        )
+    text = _decoded(path, source)
     if suffix == ".csv":
         reader = csv.DictReader(io.StringIO(text, newline=""))
         if reader.fieldnames is None:
