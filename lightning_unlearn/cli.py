@@ -130,7 +130,12 @@ class UnlearnCLI(LightningCLI):
             help="a model retrained without the forget set: PrivLeak's reference (default 0.5, "
             "right when the approximate split is matched to the forget set)",
         )
-        parser.link_arguments("model.init_args.model_name_or_path", "data.init_args.tokenizer")
+        # the data is tokenised with the model's tokenizer: model.tokenizer when set, else the model
+        parser.link_arguments(
+            ("model.init_args.model_name_or_path", "model.init_args.tokenizer"),
+            "data.init_args.tokenizer",
+            compute_fn=_tokenizer_of,
+        )
         parser.link_arguments("model.init_args.gguf_file", "data.init_args.gguf_file")
 
     # ------------------------------------------------------------------ fit workflow
@@ -254,6 +259,10 @@ class UnlearnCLI(LightningCLI):
         if self.trainer.is_global_zero:
             print(format_table(report))
             print(f"report: {out / 'report.json'}")
+
+
+def _tokenizer_of(model_name_or_path: str, tokenizer: str | None) -> str:
+    return tokenizer or model_name_or_path
 
 
 def _init_args(node: Any) -> dict[str, Any]:

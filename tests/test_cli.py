@@ -365,3 +365,14 @@ def test_token_budget_counts_the_retain_window_of_the_configured_retain_term(
         assert "batch_size 2 x max_length 64 x (1 forget + 1 retain) = 256 tokens" in err
     else:
         assert code == 0, err[-2000:]
+
+
+def test_fit_with_the_default_logger(config, tmp_path):
+    """Lightning's logger merges the method's and the data module's hyper-parameters and refuses
+    keys with different values: the tokenizer (model path in the data, unset in the method) must
+    not be one."""
+    out = tmp_path / "out"
+    cfg = config(trainer={"logger": True, "max_steps": 1})
+    assert main(["fit", "--config", str(cfg), "--output_dir", str(out),
+                 "--stop_at_target", "false", "--export", "false"]) == 0  # fmt: skip
+    assert (out / "report.json").exists() and list(out.rglob("metrics.csv"))

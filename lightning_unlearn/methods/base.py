@@ -157,7 +157,9 @@ class UnlearningModule(LightningModule):
         self.max_forget_nll = max_forget_nll
         self.reference_model_name_or_path = reference_model_name_or_path
         self.backward_order = backward  # not `self.backward`: that is the LightningModule hook
-        self.save_hyperparameters()
+        # an unset tokenizer is the model's own: left out of the hyper-parameters, so a logger that
+        # merges them with the data module's (whose tokenizer is the model path) sees no conflict
+        self.save_hyperparameters(ignore=["tokenizer"] if tokenizer is None else None)
         # built in configure_model() so ZeRO-3 / FSDP can shard at creation
         self.model: nn.Module | None = None
         self.reference: nn.Module | None = None
