@@ -183,3 +183,37 @@ def test_token_statistics_chunked_equals_full_softmax(chunk_elements):
 def test_shape_errors_are_clear():
     with pytest.raises(ValueError, match="expected logits"):
         L.token_nll(torch.randn(2, 3), torch.zeros(2, 3, dtype=torch.long))
+
+
+@pytest.mark.parametrize("chunk", [None, 7, 10**9])
+def test_kl_to_reference_chunked_value_and_gradient_equal_the_plain_formula(chunk):
+    """The chunked KL (no full log-softmax held) has the plain formula's value and gradient, any
+    chunk size, with padding and a bf16 model."""
+    g = torch.Generator().manual_seed(3)
+    logits = torch.randn(3, 5, 11, generator=g, dtype=torch.float64)
+    ref = torch.randn(3, 5, 11, generator=g, dtype=torch.float64)
+    labels = torch.randint(0, 11, (3, 5), generator=g)
+    labels[0, 3:] = -100
+    labels[2, 1] = -100
+
+    def plain(z):
+        _, _, mask = L.shift_for_next_token(z, labels)
+        logp = torch.log_softmax(z[:, :-1], -1)
+        logq = torch.log_softmax(ref[:, :-1], -1)
+        kl = (logq.exp() * (logq - logp)).sum(-1)
+        return (kl * mask).sum() / mask.sum()
+
+    z1 = logits.clone().requires_grad_(True)
+    expected = plain(z1)
+    expected.backward()
+    z2 = logits.clone().requires_grad_(True)
+    kw = {} if chunk is None else {"chunk_elements": chunk}
+    got = L.kl_to_reference(z2, ref, labels, **kw)
+    got.backward()
+    assert got.item() == pytest.approx(expected.item(), rel=1e-6)
+    torch.testing.assert_close(z2.grad, z1.grad, rtol=1e-5, atol=1e-7)
+    assert ref.grad is None
+    # bf16 logits: a gradient of the same dtype
+    z3 = logits.to(torch.bfloat16).requires_grad_(True)
+    L.kl_to_reference(z3, ref.to(torch.bfloat16), labels).backward()
+    assert z3.grad.dtype == torch.bfloat16
