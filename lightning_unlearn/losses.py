@@ -29,6 +29,7 @@ __all__ = [
     "target_cross_entropy",
     "uniform_cross_entropy",
     "kl_to_reference",
+    "linear_kl_to_reference",
     "adversarial_labels",
     "token_statistics",
     "npo_loss",
@@ -177,6 +178,105 @@ def kl_to_reference(
         chunk_elements = 2**22 if logits.device.type == "cpu" else 2**26
     rows = max(1, int(chunk_elements) // max(1, logits.shape[-1]))
     return _KLToReference.apply(logits, reference_logits.detach(), where, rows)
+
+
+def linear_kl_to_reference(
+    hidden: Tensor,
+    reference_hidden: Tensor,
+    weight: Tensor,
+    reference_weight: Tensor,
+    labels: Tensor,
+    *,
+    bias: Tensor | None = None,
+    reference_bias: Tensor | None = None,
+    chunk_elements: int | None = None,
+) -> Tensor:
+    """:func:`kl_to_reference` from the two models' last hidden states and output projections,
+    the logits made chunk by chunk and never held: ``logits = hidden @ weight.T (+ bias)``.
+
+    The value and the gradients (to ``hidden`` and, when it requires one, to ``weight``) are those
+    of ``kl_to_reference(hidden @ weight.T, reference_hidden @ reference_weight.T, labels)``; the
+    memory of neither ``[batch, seq, vocab]`` logits tensor is needed (2 x 400 MB for 4 x 512
+    tokens of a 49k vocabulary, 2 x 2 GB for 4096 tokens of a 128k one). The backward recomputes
+    each chunk's logits (two more output-layer matmuls per position).
+    """
+    if hidden.shape != reference_hidden.shape or weight.shape != reference_weight.shape:
+        raise ValueError(
+            f"the models' hidden states {tuple(hidden.shape)} / {tuple(reference_hidden.shape)} "
+            f"and output layers {tuple(weight.shape)} / {tuple(reference_weight.shape)} must match"
+        )
+    mask = labels[:, 1:] != IGNORE_INDEX
+    where = mask.nonzero()
+    if where.shape[0] == 0:
+        _masked_mean(mask.float(), mask)  # raises the clear "no real target tokens" error
+    if chunk_elements is None:
+        chunk_elements = 2**22 if hidden.device.type == "cpu" else 2**26
+    rows = max(1, int(chunk_elements) // max(1, weight.shape[0]))
+    return _LinearKLToReference.apply(
+        hidden, reference_hidden.detach(), weight, reference_weight.detach(), bias,
+        None if reference_bias is None else reference_bias.detach(), where, rows,
+    )  # fmt: skip
+
+
+def _logits_rows(hidden: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
+    out = hidden.float() @ weight.float().T
+    return out if bias is None else out + bias.float()
+
+
+class _LinearKLToReference(torch.autograd.Function):
+    """Mean ``KL(softmax(r) || softmax(z))`` over ``where``, ``z = h W^T + b`` made per chunk."""
+
+    @staticmethod
+    def forward(
+        ctx, hidden, reference, weight, reference_weight, bias, reference_bias, where, rows
+    ):
+        total = torch.zeros((), dtype=torch.float64, device=hidden.device)
+        for start in range(0, where.shape[0], rows):
+            b, t = where[start : start + rows].unbind(1)
+            logp = _logits_rows(hidden[b, t], weight, bias).log_softmax(-1)
+            logq = _logits_rows(reference[b, t], reference_weight, reference_bias).log_softmax(-1)
+            total += (logq.exp() * (logq - logp)).sum(dtype=torch.float64)
+        ctx.save_for_backward(hidden, reference, weight, reference_weight, bias, reference_bias,
+                              where)  # fmt: skip
+        ctx.rows = rows
+        return (total / where.shape[0]).to(torch.float32)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):
+        hidden, reference, weight, reference_weight, bias, reference_bias, where = ctx.saved_tensors
+        scale = grad.float() / where.shape[0]
+        grad_hidden = torch.zeros_like(hidden) if ctx.needs_input_grad[0] else None
+        grad_weight = (
+            torch.zeros_like(weight, dtype=torch.float32) if ctx.needs_input_grad[2] else None
+        )
+        grad_bias = (
+            torch.zeros_like(bias, dtype=torch.float32)
+            if bias is not None and ctx.needs_input_grad[4]
+            else None
+        )
+        for start in range(0, where.shape[0], ctx.rows):
+            b, t = where[start : start + ctx.rows].unbind(1)
+            h = hidden[b, t].float()
+            g = (
+                _logits_rows(h, weight, bias).softmax(-1)
+                - _logits_rows(reference[b, t], reference_weight, reference_bias).softmax(-1)
+            ) * scale  # d loss / d logits of the chunk
+            if grad_hidden is not None:
+                grad_hidden[b, t] = (g @ weight.float()).to(grad_hidden.dtype)
+            if grad_weight is not None:
+                grad_weight += g.T @ h
+            if grad_bias is not None:
+                grad_bias += g.sum(0)
+        return (
+            grad_hidden,
+            None,
+            None if grad_weight is None else grad_weight.to(weight.dtype),
+            None,
+            None if grad_bias is None else grad_bias.to(bias.dtype),
+            None,
+            None,
+            None,
+        )
 
 
 class _KLToReference(torch.autograd.Function):

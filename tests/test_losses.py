@@ -217,3 +217,35 @@ def test_kl_to_reference_chunked_value_and_gradient_equal_the_plain_formula(chun
     z3 = logits.to(torch.bfloat16).requires_grad_(True)
     L.kl_to_reference(z3, ref.to(torch.bfloat16), labels).backward()
     assert z3.grad.dtype == torch.bfloat16
+
+
+@pytest.mark.parametrize("with_bias", [False, True])
+def test_linear_kl_to_reference_equals_the_kl_of_the_logits(with_bias):
+    """From hidden states and output layers, chunk by chunk: the value and the gradients (to the
+    hidden states and to the trained output layer) of kl_to_reference on the full logits."""
+    g = torch.Generator().manual_seed(5)
+    h = torch.randn(2, 6, 4, generator=g, dtype=torch.float64)
+    h_ref = torch.randn(2, 6, 4, generator=g, dtype=torch.float64)
+    w = torch.randn(9, 4, generator=g, dtype=torch.float64)
+    w_ref = torch.randn(9, 4, generator=g, dtype=torch.float64)
+    b = torch.randn(9, generator=g, dtype=torch.float64) if with_bias else None
+    labels = torch.randint(0, 9, (2, 6), generator=g)
+    labels[1, 4:] = -100
+
+    def leaves():
+        return h.clone().requires_grad_(True), w.clone().requires_grad_(True), (
+            None if b is None else b.clone().requires_grad_(True))  # fmt: skip
+
+    h1, w1, b1 = leaves()
+    logits = h1 @ w1.T + (0 if b1 is None else b1)
+    expected = L.kl_to_reference(logits, h_ref @ w_ref.T + (0 if b is None else b), labels)
+    expected.backward()
+    h2, w2, b2 = leaves()
+    got = L.linear_kl_to_reference(h2, h_ref, w2, w_ref, labels, bias=b2,
+                                   reference_bias=b, chunk_elements=20)  # fmt: skip
+    got.backward()
+    assert got.item() == pytest.approx(expected.item(), rel=1e-6)
+    torch.testing.assert_close(h2.grad, h1.grad, rtol=1e-5, atol=1e-8)
+    torch.testing.assert_close(w2.grad, w1.grad, rtol=1e-5, atol=1e-8)
+    if with_bias:
+        torch.testing.assert_close(b2.grad, b1.grad, rtol=1e-5, atol=1e-8)

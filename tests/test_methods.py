@@ -203,3 +203,31 @@ def test_retain_method_without_retain_data(tiny_model_dir, forget_batch):
     module = build(GradientAscentDescent, tiny_model_dir)
     with pytest.raises(ValueError, match="needs retain data"):
         module.training_step({"forget": forget_batch}, 0)
+
+
+@pytest.mark.parametrize("lora", [None, {"r": 4, "alpha": 8}])
+def test_kl_retain_term_from_hidden_states_equals_the_logits_formula(
+    lora, trained_tiny_model_dir, tiny_model_dir, retain_batch
+):
+    """GA+KL's retain term (from hidden states, no full logits held) has the value and the
+    parameter gradients of kl_to_reference on the two models' logits."""
+    from lightning_unlearn.losses import kl_to_reference
+
+    # the trained model differs from its reference: a reference of other weights, or LoRA moved
+    module = build(GradientAscentKL, trained_tiny_model_dir, lora=lora,
+                   reference_model_name_or_path=None if lora else str(tiny_model_dir))  # fmt: skip
+    if lora:
+        with torch.no_grad():
+            for name, p in module.model.named_parameters():
+                if "lora_B" in name:
+                    p.normal_(0, 0.5)
+    assert module._output_layers() is not None  # the hidden-state path is taken
+    params = [p for p in module.parameters() if p.requires_grad]
+    fused = module.retain_loss(retain_batch)
+    fused_grads = torch.autograd.grad(fused, params)
+    plain = kl_to_reference(module(retain_batch), module.reference_logits(retain_batch),
+                            retain_batch["labels"])  # fmt: skip
+    plain_grads = torch.autograd.grad(plain, params)
+    assert fused.item() == pytest.approx(plain.item(), rel=1e-5) and fused.item() > 1e-3
+    for a, b in zip(fused_grads, plain_grads):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)

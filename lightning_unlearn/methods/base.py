@@ -20,6 +20,7 @@ Models", arXiv:2402.15159)::
 
 from __future__ import annotations
 
+import inspect
 import logging
 import math
 import os
@@ -36,6 +37,7 @@ from ..losses import (
     IGNORE_INDEX,
     RETAIN_TERMS,
     check_retain_term,
+    linear_kl_to_reference,
     retain_term_loss,
     token_nll,
 )
@@ -286,17 +288,22 @@ class UnlearningModule(LightningModule):
         (no dropout: the same logits at every call, like the separate reference, which is always
         in eval mode); the model's train/eval modes are restored afterwards.
         """
+        return self._reference_output(batch).logits
+
+    @torch.no_grad()
+    def _reference_output(self, batch: dict[str, Tensor], **kwargs: Any):
+        """The frozen original's forward output (see :meth:`reference_logits`)."""
         self._require_model()
         inputs = model_inputs(batch)
         if self.lora is not None and self.reference is None:
             with self.model.disable_adapter(), eval_mode(self.model):
-                return self.model(**inputs, use_cache=False).logits
+                return self.model(**inputs, use_cache=False, **kwargs)
         if self.reference is None:
             raise RuntimeError(
                 f"{type(self).__name__} asked for reference logits but has no reference model; "
                 "set forget_needs_reference = True on the class"
             )
-        return self.reference(**inputs, use_cache=False).logits
+        return self.reference(**inputs, use_cache=False, **kwargs)
 
     # ------------------------------------------------------------------ the method's terms
     def forget_loss(self, batch: dict[str, Tensor]) -> Tensor:
@@ -305,9 +312,49 @@ class UnlearningModule(LightningModule):
 
     def retain_loss(self, batch: dict[str, Tensor]) -> Tensor:
         """The retain term on one retain batch (called when :attr:`uses_retain`): the NLL of the
-        retain text, or its KL divergence from the frozen original (``retain_term``)."""
+        retain text, or its KL divergence from the frozen original (``retain_term``).
+
+        The KL is computed from the two models' last hidden states and output layers, the logits
+        made chunk by chunk (:func:`~lightning_unlearn.losses.linear_kl_to_reference`): neither
+        model's ``[batch, seq, vocab]`` logits are held. Where that is not possible (an output
+        layer that is not a plain linear layer, logits post-processed after it, ZeRO-3 sharding)
+        it falls back to the two logits tensors."""
+        if self.retain_term == "kl":
+            heads = self._output_layers()
+            if heads is not None:
+                inputs = model_inputs(batch)
+                kwargs = {"use_cache": False, "output_hidden_states": True, "logits_to_keep": 1}
+                hidden = self.model(**inputs, **kwargs).hidden_states[-1]
+                reference = self._reference_output(batch, output_hidden_states=True,
+                                                   logits_to_keep=1).hidden_states[-1]  # fmt: skip
+                head, reference_head = heads
+                return linear_kl_to_reference(
+                    hidden, reference, head.weight, reference_head.weight, batch["labels"],
+                    bias=head.bias, reference_bias=reference_head.bias,
+                )  # fmt: skip
         reference = self.reference_logits(batch) if self.retain_term == "kl" else None
         return retain_term_loss(self.retain_term, self(batch), batch["labels"], reference)
+
+    def _output_layers(self) -> tuple[nn.Linear, nn.Linear] | None:
+        """The trained and the reference model's output layers, when logits are exactly
+        ``hidden @ W.T + b`` of the last hidden state; ``None`` otherwise."""
+        models = [self.hf_model]
+        if self.reference is not None:
+            models.append(self.reference)
+        heads = []
+        for model in models:
+            head = model.get_output_embeddings()
+            config = getattr(model, "config", None)
+            post = ("final_logit_softcapping", "logit_scale", "logits_scaling", "output_multiplier")
+            if (
+                type(head) is not nn.Linear
+                or any(getattr(config, name, None) for name in post)
+                or hasattr(head.weight, "ds_id")  # ZeRO-3: the weight is a shard
+                or "logits_to_keep" not in inspect.signature(model.forward).parameters
+            ):
+                return None
+            heads.append(head)
+        return heads[0], heads[-1]
 
     # ------------------------------------------------------------------ training
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor:
