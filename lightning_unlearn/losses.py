@@ -197,8 +197,9 @@ def linear_kl_to_reference(
     The value and the gradients (to ``hidden`` and, when it requires one, to ``weight``) are those
     of ``kl_to_reference(hidden @ weight.T, reference_hidden @ reference_weight.T, labels)``; the
     memory of neither ``[batch, seq, vocab]`` logits tensor is needed (2 x 400 MB for 4 x 512
-    tokens of a 49k vocabulary, 2 x 2 GB for 4096 tokens of a 128k one). The backward recomputes
-    each chunk's logits (two more output-layer matmuls per position).
+    tokens of a 49k vocabulary, 2 x 2 GB for 4096 tokens of a 128k one). When gradients are
+    wanted they are made in the forward, chunk by chunk, and held until the backward (the hidden
+    states' size, plus the output layer's in float32 when it is trained): no logits recomputed.
     """
     if hidden.shape != reference_hidden.shape or weight.shape != reference_weight.shape:
         raise ValueError(
@@ -212,9 +213,13 @@ def linear_kl_to_reference(
     if chunk_elements is None:
         chunk_elements = 2**22 if hidden.device.type == "cpu" else 2**26
     rows = max(1, int(chunk_elements) // max(1, weight.shape[0]))
+    wants = tuple(
+        torch.is_grad_enabled() and x is not None and x.requires_grad
+        for x in (hidden, weight, bias)
+    )
     return _LinearKLToReference.apply(
         hidden, reference_hidden.detach(), weight, reference_weight.detach(), bias,
-        None if reference_bias is None else reference_bias.detach(), where, rows,
+        None if reference_bias is None else reference_bias.detach(), where, rows, wants,
     )  # fmt: skip
 
 
@@ -224,59 +229,55 @@ def _logits_rows(hidden: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
 
 
 class _LinearKLToReference(torch.autograd.Function):
-    """Mean ``KL(softmax(r) || softmax(z))`` over ``where``, ``z = h W^T + b`` made per chunk."""
+    """Mean ``KL(softmax(r) || softmax(z))`` over ``where``, ``z = h W^T + b`` made per chunk.
+
+    The gradients are made in the forward, chunk by chunk, while each chunk's two logits are at
+    hand (``d loss / d z = softmax(z) - softmax(r)``, divided by the number of positions); the
+    backward only scales them by the incoming gradient. Nothing is recomputed: the output layer is
+    multiplied twice per position for the value and twice for the gradients, as the plain formula
+    does, and the memory held until the backward is that of the gradients themselves (the hidden
+    states' shape, and the output layer's when it is trained).
+    """
 
     @staticmethod
     def forward(
-        ctx, hidden, reference, weight, reference_weight, bias, reference_bias, where, rows
+        ctx, hidden, reference, weight, reference_weight, bias, reference_bias, where, rows, wants
     ):
+        want_hidden, want_weight, want_bias = wants
+        count = where.shape[0]
         total = torch.zeros((), dtype=torch.float64, device=hidden.device)
-        for start in range(0, where.shape[0], rows):
+        grad_hidden = torch.zeros_like(hidden, dtype=torch.float32) if want_hidden else None
+        grad_weight = torch.zeros_like(weight, dtype=torch.float32) if want_weight else None
+        grad_bias = torch.zeros_like(bias, dtype=torch.float32) if want_bias else None
+        for start in range(0, count, rows):
             b, t = where[start : start + rows].unbind(1)
-            logp = _logits_rows(hidden[b, t], weight, bias).log_softmax(-1)
-            logq = _logits_rows(reference[b, t], reference_weight, reference_bias).log_softmax(-1)
-            total += (logq.exp() * (logq - logp)).sum(dtype=torch.float64)
-        ctx.save_for_backward(hidden, reference, weight, reference_weight, bias, reference_bias,
-                              where)  # fmt: skip
-        ctx.rows = rows
-        return (total / where.shape[0]).to(torch.float32)
-
-    @staticmethod
-    def backward(ctx, grad: Tensor):
-        hidden, reference, weight, reference_weight, bias, reference_bias, where = ctx.saved_tensors
-        scale = grad.float() / where.shape[0]
-        grad_hidden = torch.zeros_like(hidden) if ctx.needs_input_grad[0] else None
-        grad_weight = (
-            torch.zeros_like(weight, dtype=torch.float32) if ctx.needs_input_grad[2] else None
-        )
-        grad_bias = (
-            torch.zeros_like(bias, dtype=torch.float32)
-            if bias is not None and ctx.needs_input_grad[4]
-            else None
-        )
-        for start in range(0, where.shape[0], ctx.rows):
-            b, t = where[start : start + ctx.rows].unbind(1)
             h = hidden[b, t].float()
-            g = (
-                _logits_rows(h, weight, bias).softmax(-1)
-                - _logits_rows(reference[b, t], reference_weight, reference_bias).softmax(-1)
-            ) * scale  # d loss / d logits of the chunk
+            logp = _logits_rows(h, weight, bias).log_softmax(-1)
+            logq = _logits_rows(reference[b, t], reference_weight, reference_bias).log_softmax(-1)
+            q = logq.exp()
+            total += (q * (logq - logp)).sum(dtype=torch.float64)
+            if not any(wants):
+                continue
+            g = logp.exp_().sub_(q).div_(count)  # d loss / d logits of the chunk
             if grad_hidden is not None:
-                grad_hidden[b, t] = (g @ weight.float()).to(grad_hidden.dtype)
+                grad_hidden[b, t] = g @ weight.float()
             if grad_weight is not None:
                 grad_weight += g.T @ h
             if grad_bias is not None:
                 grad_bias += g.sum(0)
-        return (
-            grad_hidden,
-            None,
-            None if grad_weight is None else grad_weight.to(weight.dtype),
-            None,
-            None if grad_bias is None else grad_bias.to(bias.dtype),
-            None,
-            None,
-            None,
+        ctx.grads = (grad_hidden, grad_weight, grad_bias)
+        ctx.dtypes = (hidden.dtype, weight.dtype, None if bias is None else bias.dtype)
+        return (total / count).to(torch.float32)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):
+        grads = tuple(
+            None if g is None else (g * grad.float()).to(dtype)
+            for g, dtype in zip(ctx.grads, ctx.dtypes)
         )
+        ctx.grads = None
+        grad_hidden, grad_weight, grad_bias = grads
+        return grad_hidden, None, grad_weight, None, grad_bias, None, None, None, None
 
 
 class _KLToReference(torch.autograd.Function):

@@ -239,13 +239,22 @@ def test_linear_kl_to_reference_equals_the_kl_of_the_logits(with_bias):
     h1, w1, b1 = leaves()
     logits = h1 @ w1.T + (0 if b1 is None else b1)
     expected = L.kl_to_reference(logits, h_ref @ w_ref.T + (0 if b is None else b), labels)
-    expected.backward()
+    (2.5 * expected).backward()  # a scaled incoming gradient (accumulation, a weight)
     h2, w2, b2 = leaves()
     got = L.linear_kl_to_reference(h2, h_ref, w2, w_ref, labels, bias=b2,
                                    reference_bias=b, chunk_elements=20)  # fmt: skip
-    got.backward()
+    (2.5 * got).backward()
     assert got.item() == pytest.approx(expected.item(), rel=1e-6)
     torch.testing.assert_close(h2.grad, h1.grad, rtol=1e-5, atol=1e-8)
     torch.testing.assert_close(w2.grad, w1.grad, rtol=1e-5, atol=1e-8)
     if with_bias:
         torch.testing.assert_close(b2.grad, b1.grad, rtol=1e-5, atol=1e-8)
+    # a frozen output layer (LoRA) gets no gradient, the hidden states the same one
+    h3 = h.clone().requires_grad_(True)
+    (2.5 * L.linear_kl_to_reference(h3, h_ref, w, w_ref, labels, bias=b, reference_bias=b,
+                                    chunk_elements=20)).backward()  # fmt: skip
+    torch.testing.assert_close(h3.grad, h1.grad, rtol=1e-5, atol=1e-8)
+    # without autograd: the same value, nothing to back-propagate
+    with torch.no_grad():
+        value = L.linear_kl_to_reference(h2, h_ref, w2, w_ref, labels, bias=b2, reference_bias=b)
+    assert value.item() == pytest.approx(expected.item(), rel=1e-6) and not value.requires_grad
