@@ -67,6 +67,17 @@ def machine() -> dict[str, Any]:
     }
 
 
+def host_id() -> str:
+    """Which machine (and boot) a timing came from: timings of different machines do not mix.
+
+    The kernel's boot id (a fresh one per machine start; a benchmark resumed in a later session
+    usually runs on another machine), else the host name."""
+    try:
+        return Path("/proc/sys/kernel/random/boot_id").read_text().strip()[:8]
+    except OSError:
+        return platform.node() or "unknown"
+
+
 def commit() -> str:
     """The git commit of the working tree (``+dirty`` when tracked files differ)."""
     try:

@@ -335,7 +335,8 @@ def compare(unlearned: list[dict], retrained: list[dict], *, window: float | Non
             test_utility_unlearned=utilities["general_acc"][0],
             test_utility_retrained=utilities["general_acc"][1],
         )
-    seconds_u, seconds_r = _mean(u, "seconds"), _mean(r, "seconds")
+    timing = same_host_seconds(u, r)
+    seconds_u, seconds_r = timing["unlearned"], timing["retrained"]
     return {
         "n": n,
         "F": f,
@@ -354,6 +355,28 @@ def compare(unlearned: list[dict], retrained: list[dict], *, window: float | Non
         "seconds_unlearned": seconds_u,
         "seconds_retrained": seconds_r,
         "time_ratio": seconds_u / seconds_r if seconds_u is not None and seconds_r else None,
+        "timed_models": timing["models"],
+        "timed_host": timing["host"],
+    }
+
+
+def same_host_seconds(unlearned: list[dict], retrained: list[dict]) -> dict[str, Any]:
+    """Mean seconds per model of each side, from the models trained on one machine only.
+
+    A resumed run may continue on another machine (two sessions' machines here differed by ~3x in
+    speed); a time ratio across machines would measure the machines. The machine is the one that
+    trained most of the unlearned side (models recorded before machines were recorded count as
+    one unknown machine, ``None``); the retrain side is timed on that machine too, or not at all.
+    """
+    hosts = [m.get("host") for m in unlearned]
+    host = max(dict.fromkeys(hosts), key=hosts.count) if hosts else None
+    u = [m for m in unlearned if m.get("host") == host]
+    r = [m for m in retrained if m.get("host") == host]
+    return {
+        "host": host,
+        "models": [len(u), len(r)],
+        "unlearned": _mean(u, "seconds"),
+        "retrained": _mean(r, "seconds") if r else None,
     }
 
 
@@ -479,6 +502,31 @@ def _population_rows(results) -> list[str]:
     return lines
 
 
+def _time_taken(results) -> str:
+    """How long the benchmark took, over every (resumed) run and machine."""
+    runs = results["runs"]
+    total = sum(r["seconds"] for r in runs)
+    hosts = {r["host"] for r in runs}
+    parts = [
+        f"{r['date']} at `{r['commit']}`, machine {r['host'] or 'not recorded'}: {r['models']} "
+        f"models in {r['seconds'] / 60:.0f} min" + (" (their wall times only)" if r.get("models_only") else "")
+        for r in runs
+    ]  # fmt: skip
+    lead = "took" if results.get("complete") else "has taken so far"
+    text = (
+        f"**Time.** The benchmark {lead} {total / 60:.0f} min in {len(runs)} run(s) "
+        f"({'; '.join(parts)})."
+    )
+    if len(hosts) > 1:
+        text += (
+            " The machines differed in speed (the provenance line is the latest run's): seconds "
+            "per model are compared only between models trained on one machine (the time ratio "
+            "uses the machine that trained most of each method's models), and the population "
+            "table's seconds average over machines."
+        )
+    return text
+
+
 def _efficiency(results) -> str:
     rows = [r for r in results["rows"] if r["kind"] == "method" and r["time_ratio"] is not None]
     if not rows:
@@ -596,6 +644,8 @@ def render(results: dict[str, Any]) -> str:
     ]
     if not results.get("complete"):
         lines += [f"**Partial results**: {done} of {planned} models scored so far.", ""]
+    if results.get("runs"):
+        lines += [_time_taken(results), ""]
     lines += [
         f"**Populations.** N = {n} models each. *Retrain*: continued pre-training of the base "
         f"model on retain only (D \\ u), {recipe_text} ({recipe['epochs']} "
@@ -629,6 +679,9 @@ def render(results: dict[str, Any]) -> str:
     for r in results["rows"]:
         partial = "" if r["n"] >= r["planned"] else f" (partial: {r['n']} of {r['planned']})"
         time_ratio = "—" if r["kind"] == "calibration" else common.fmt(r["time_ratio"], 2)
+        timed = r.get("timed_models")
+        if r["kind"] != "calibration" and timed and timed != [r["n"], r["n"]]:
+            time_ratio += f" (one machine: {timed[0]} vs {timed[1]} models)"
         lines.append(
             f"| {r['label']}{partial} | {r['n']} | **{_f(r['F'])}** | {_histogram(r)} | "
             f"{r['peaky_examples']} | {_f(r['F_other_window'])} | {_f(r['retain_ratio'])} | {_f(r['general_ratio'])} | "
@@ -822,6 +875,18 @@ def main(argv: Sequence[str] | None = None) -> int:
             "run without --resume (or with another --json) to start again"
         )
     models: dict[str, list[dict]] = (previous or {}).get("models") or {}
+    # every invocation's wall time and machine: a resumed benchmark took the sum
+    runs: list[dict] = list((previous or {}).get("runs") or [])
+    if previous is not None and not runs and models:  # runs from before runs were recorded
+        runs.append({
+            "date": previous["provenance"]["date"], "commit": previous["provenance"]["commit"],
+            "host": None, "models": sum(len(ms) for ms in models.values()),
+            "seconds": sum(m.get("wall_seconds", 0.0) for ms in models.values() for m in ms),
+            "models_only": True,  # the sum of the models' wall times: setup left out
+        })  # fmt: skip
+    this_run = {"date": common.provenance()["date"], "commit": common.commit(),
+                "host": common.host_id(), "models": 0, "seconds": 0.0}  # fmt: skip
+    runs.append(this_run)
     results: dict[str, Any] = {
         "provenance": common.provenance(),
         "identity": identity,
@@ -839,6 +904,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "smoke": args.smoke,
         },
         "models": models,
+        "runs": runs,
         "complete": False,
     }
     # the seen model's measurement: the approximate-retrain target of every unlearning run
@@ -889,8 +955,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         del record["doc_index"]
         wall = time.perf_counter() - t
         record["wall_seconds"] = wall
+        record["host"] = this_run["host"]
         models.setdefault(kind, []).append(record)
         walls.append((kind, wall))
+        this_run["models"] += 1
+        this_run["seconds"] = time.perf_counter() - started
         write(results, json_path, md_path)  # partial results survive an interruption
         elapsed = time.perf_counter() - started
         expected = elapsed + _estimate(todo[i:], walls, ratio_seen)
@@ -905,7 +974,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             flush=True,
         )
     results["complete"] = True
-    results["total_seconds"] = time.perf_counter() - started
+    this_run["seconds"] = time.perf_counter() - started
+    results["total_seconds"] = sum(r["seconds"] for r in runs)
     write(results, json_path, md_path)
     for r in results["rows"]:
         print(f"{r['label']}: F {r['F']:.3f}, score {common.fmt(r['score'], 3)}", flush=True)

@@ -137,6 +137,23 @@ def test_replace_section_keeps_the_rest(tmp_path):
     assert text.count("<!-- x:start -->") == 1 and "pending" in text
 
 
+def test_forgetting_quality_times_each_side_on_one_machine():
+    """A run resumed on another machine: the time ratio compares models of one machine only."""
+    benchmark = _load("forgetting_quality")
+    unlearned = [{"host": "b", "seconds": 6.0}, {"host": "b", "seconds": 8.0},
+                 {"host": "a", "seconds": 1.0}]  # fmt: skip
+    retrained = [{"host": "a", "seconds": 2.0}, {"host": None, "seconds": 3.0},
+                 {"host": "b", "seconds": 20.0}, {"host": "b", "seconds": 30.0}]  # fmt: skip
+    timing = benchmark.same_host_seconds(unlearned, retrained)
+    assert timing == {"host": "b", "models": [2, 2], "unlearned": 7.0, "retrained": 25.0}
+    # the retrain side has no model from the unlearned side's machine: no time ratio
+    none = benchmark.same_host_seconds(unlearned, retrained[:2])
+    assert none["retrained"] is None and none["models"] == [2, 0]
+    # runs from before machines were recorded count as one machine (None)
+    old = benchmark.same_host_seconds([{"seconds": 4.0}], [{"seconds": 2.0}, {"host": "a"}])
+    assert old == {"host": None, "models": [1, 1], "unlearned": 4.0, "retrained": 2.0}
+
+
 @pytest.mark.slow
 def test_forgetting_quality_smoke(tiny_model_dir, tmp_path):
     benchmark = _load("forgetting_quality")
@@ -157,6 +174,9 @@ def test_forgetting_quality_smoke(tiny_model_dir, tmp_path):
     for key in ("score", "retain_ratio", "general_ratio", "seconds_unlearned", "seconds_retrained"):
         assert isinstance(method[key], float) and math.isfinite(method[key]), key
     assert method["seconds_unlearned"] > 0 and method["seconds_retrained"] > 0
+    assert method["timed_models"] == [n, n] and method["timed_host"] is not None
+    assert [r["models"] for r in result["runs"]] == [4 * n]
+    assert {m["host"] for ms in result["models"].values() for m in ms} == {method["timed_host"]}
     assert 0.0 <= result["null"]["p5"] <= result["null"]["p95"] <= 1.0
     assert isinstance(result["verdict"]["separated"], bool)
     text = md.read_text()
@@ -166,6 +186,11 @@ def test_forgetting_quality_smoke(tiny_model_dir, tmp_path):
     assert benchmark.main([*argv, "--threads", "1", "--resume"]) == 0
     again = json.loads(out.read_text())
     assert [r["F"] for r in again["rows"]] == [r["F"] for r in result["rows"]]
+    # the time it took adds up over the runs: the second trained nothing
+    assert [r["models"] for r in again["runs"]] == [4 * n, 0]
+    assert again["total_seconds"] == pytest.approx(sum(r["seconds"] for r in again["runs"]))
+    assert again["total_seconds"] > result["total_seconds"]
+    assert "**Time.** The benchmark took" in md.read_text()
 
 
 @pytest.mark.slow
