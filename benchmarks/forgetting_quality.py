@@ -508,15 +508,15 @@ def _time_taken(results) -> str:
     total = sum(r["seconds"] for r in runs)
     hosts = {r["host"] for r in runs}
     parts = [
-        f"{r['date']} at `{r['commit']}`, machine {r['host'] or 'not recorded'}: {r['models']} "
-        f"models in {r['seconds'] / 60:.0f} min" + (" (their wall times only)" if r.get("models_only") else "")
+        f"runs before runs were recorded, the last begun {r['date']} at `{r['commit']}`: "
+        f"{r['models']} models, {r['seconds'] / 60:.0f} min of their wall times (setup left out)"
+        if r.get("models_only")
+        else f"{r['date']} at `{r['commit']}`, machine {r['host'] or 'not recorded'}: "
+        f"{r['models']} models in {r['seconds'] / 60:.0f} min"
         for r in runs
-    ]  # fmt: skip
+    ]
     lead = "took" if results.get("complete") else "has taken so far"
-    text = (
-        f"**Time.** The benchmark {lead} {total / 60:.0f} min in {len(runs)} run(s) "
-        f"({'; '.join(parts)})."
-    )
+    text = f"**Time.** The benchmark {lead} {total / 60:.0f} min ({'; '.join(parts)})."
     if len(hosts) > 1:
         text += (
             " The machines differed in speed (the provenance line is the latest run's): seconds "
