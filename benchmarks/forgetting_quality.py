@@ -306,8 +306,18 @@ def bucket_labels(n: int) -> list[float]:
     return [0.5**k for k in range(2 * bound)] + [0.0]
 
 
-def compare(unlearned: list[dict], retrained: list[dict], *, window: float | None) -> dict:
-    """F, epsilon and points per example, utility ratios, score and seconds of one row."""
+def compare(
+    unlearned: list[dict],
+    retrained: list[dict],
+    *,
+    window: float | None,
+    timed: list[dict] | None = None,
+) -> dict:
+    """F, epsilon and points per example, utility ratios, score and seconds of one row.
+
+    ``timed``: the retrain models whose seconds per model are the retrain side's (default
+    ``retrained``; every retrain model's time measures the same recipe, whichever seeds the row
+    compares, so all of them are used where the machines differ)."""
     from lightning_unlearn.evaluation.forgetting_quality import (
         competition_score,
         epsilon_per_example,
@@ -335,7 +345,7 @@ def compare(unlearned: list[dict], retrained: list[dict], *, window: float | Non
             test_utility_unlearned=utilities["general_acc"][0],
             test_utility_retrained=utilities["general_acc"][1],
         )
-    timing = same_host_seconds(u, r)
+    timing = same_host_seconds(u, r if timed is None else timed)
     seconds_u, seconds_r = timing["unlearned"], timing["retrained"]
     return {
         "n": n,
@@ -407,7 +417,7 @@ def analyse(results: dict[str, Any]) -> None:
 
     def add(kind, key, label, unlearned, retrained, planned):
         if min(len(unlearned), len(retrained)) >= 2:
-            row = compare(unlearned, retrained, window=window)
+            row = compare(unlearned, retrained, window=window, timed=retrain)
             rows.append({"kind": kind, "key": key, "label": label, "planned": planned, **row})
 
     add("calibration", "retrain", f"retrain seeds {n + 1}–{2 * n} vs retrain 1–{n} "
@@ -676,11 +686,13 @@ def render(results: dict[str, Any]) -> str:
         "time ratio |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
+    hosts = {m.get("host") for ms in results["models"].values() for m in ms}
+    mixed = len(hosts) > 1  # then each row says how many models its time ratio compares
     for r in results["rows"]:
         partial = "" if r["n"] >= r["planned"] else f" (partial: {r['n']} of {r['planned']})"
         time_ratio = "—" if r["kind"] == "calibration" else common.fmt(r["time_ratio"], 2)
         timed = r.get("timed_models")
-        if r["kind"] != "calibration" and timed and timed != [r["n"], r["n"]]:
+        if r["kind"] != "calibration" and timed and mixed:
             time_ratio += f" (one machine: {timed[0]} vs {timed[1]} models)"
         lines.append(
             f"| {r['label']}{partial} | {r['n']} | **{_f(r['F'])}** | {_histogram(r)} | "

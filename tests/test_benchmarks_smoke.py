@@ -174,7 +174,8 @@ def test_forgetting_quality_smoke(tiny_model_dir, tmp_path):
     for key in ("score", "retain_ratio", "general_ratio", "seconds_unlearned", "seconds_retrained"):
         assert isinstance(method[key], float) and math.isfinite(method[key]), key
     assert method["seconds_unlearned"] > 0 and method["seconds_retrained"] > 0
-    assert method["timed_models"] == [n, n] and method["timed_host"] is not None
+    # every retrain model times the retrain side (one machine here: all of them)
+    assert method["timed_models"] == [n, 2 * n] and method["timed_host"] is not None
     assert [r["models"] for r in result["runs"]] == [4 * n]
     assert {m["host"] for ms in result["models"].values() for m in ms} == {method["timed_host"]}
     assert 0.0 <= result["null"]["p5"] <= result["null"]["p95"] <= 1.0
