@@ -311,13 +311,12 @@ def compare(
     retrained: list[dict],
     *,
     window: float | None,
-    timed: list[dict] | None = None,
+    timed: list[dict],
 ) -> dict:
     """F, epsilon and points per example, utility ratios, score and seconds of one row.
 
-    ``timed``: the retrain models whose seconds per model are the retrain side's (default
-    ``retrained``; every retrain model's time measures the same recipe, whichever seeds the row
-    compares, so all of them are used where the machines differ)."""
+    ``timed``: the retrain models whose seconds per model are the retrain side's (every retrain
+    model's time measures the same recipe, whichever seeds the row compares)."""
     from lightning_unlearn.evaluation.forgetting_quality import (
         competition_score,
         epsilon_per_example,
@@ -345,7 +344,7 @@ def compare(
             test_utility_unlearned=utilities["general_acc"][0],
             test_utility_retrained=utilities["general_acc"][1],
         )
-    timing = same_host_seconds(u, r if timed is None else timed)
+    timing = same_host_seconds(u, timed)
     seconds_u, seconds_r = timing["unlearned"], timing["retrained"]
     return {
         "n": n,
@@ -386,7 +385,7 @@ def same_host_seconds(unlearned: list[dict], retrained: list[dict]) -> dict[str,
         "host": host,
         "models": [len(u), len(r)],
         "unlearned": _mean(u, "seconds"),
-        "retrained": _mean(r, "seconds") if r else None,
+        "retrained": _mean(r, "seconds"),
     }
 
 
@@ -512,11 +511,15 @@ def _population_rows(results) -> list[str]:
     return lines
 
 
+def _mixed_hosts(results) -> bool:
+    """Were the models trained on more than one machine (a run resumed elsewhere)?"""
+    return len({m.get("host") for ms in results["models"].values() for m in ms}) > 1
+
+
 def _time_taken(results) -> str:
     """How long the benchmark took, over every (resumed) run and machine."""
     runs = results["runs"]
     total = sum(r["seconds"] for r in runs)
-    hosts = {r["host"] for r in runs}
     parts = [
         f"runs before runs were recorded, the last begun {r['date']} at `{r['commit']}`: "
         f"{r['models']} models, {r['seconds'] / 60:.0f} min of their wall times (setup left out)"
@@ -527,7 +530,7 @@ def _time_taken(results) -> str:
     ]
     lead = "took" if results.get("complete") else "has taken so far"
     text = f"**Time.** The benchmark {lead} {total / 60:.0f} min ({'; '.join(parts)})."
-    if len(hosts) > 1:
+    if _mixed_hosts(results):
         text += (
             " The machines differed in speed (the provenance line is the latest run's): seconds "
             "per model are compared only between models trained on one machine (the time ratio "
@@ -686,8 +689,7 @@ def render(results: dict[str, Any]) -> str:
         "time ratio |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
-    hosts = {m.get("host") for ms in results["models"].values() for m in ms}
-    mixed = len(hosts) > 1  # then each row says how many models its time ratio compares
+    mixed = _mixed_hosts(results)  # then each row says how many models its time ratio compares
     for r in results["rows"]:
         partial = "" if r["n"] >= r["planned"] else f" (partial: {r['n']} of {r['planned']})"
         time_ratio = "—" if r["kind"] == "calibration" else common.fmt(r["time_ratio"], 2)
@@ -896,11 +898,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             "seconds": sum(m.get("wall_seconds", 0.0) for ms in models.values() for m in ms),
             "models_only": True,  # the sum of the models' wall times: setup left out
         })  # fmt: skip
-    this_run = {"date": common.provenance()["date"], "commit": common.commit(),
+    provenance = common.provenance()
+    this_run = {"date": provenance["date"], "commit": provenance["commit"],
                 "host": common.host_id(), "models": 0, "seconds": 0.0}  # fmt: skip
     runs.append(this_run)
     results: dict[str, Any] = {
-        "provenance": common.provenance(),
+        "provenance": provenance,
         "identity": identity,
         "settings": dataclasses.asdict(settings),
         "options": {
