@@ -163,6 +163,39 @@ def load_causal_lm(
     return model
 
 
+def import_causal_lm_class(
+    name_or_path: str | os.PathLike,
+    *,
+    gguf_file: str | None = None,
+    trust_remote_code: bool = False,
+) -> type | None:
+    """Import the transformers class :func:`load_causal_lm` builds for a model reference.
+
+    Call it before ``deepspeed.zero.Init`` (the ZeRO-3 strategy does). transformers imports a
+    modeling module lazily, on the first model of its type. If that happens inside
+    ``zero.Init``, DeepSpeed wraps each new class's ``__init__`` as the class is created, a class
+    decorator (transformers 5.25's ``use_kernelized_func`` from the ``kernels`` package, on
+    ``LlamaAttention`` and others) then replaces that ``__init__`` with its own, and
+    ``zero.Init``'s exit "restores" the undecorated original: the class keeps the decorator's
+    ``forward`` without its ``__init__``, and every model built after the first sharded run fails
+    in its forward (``'LlamaAttention' object has no attribute '_kernel_funcs'``). A class
+    imported before ``zero.Init`` has its decorated ``__init__`` saved and restored intact.
+
+    Returns the class, or ``None`` for an architecture outside transformers' causal-LM mapping
+    (remote code), which ``from_pretrained`` imports itself.
+    """
+    from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING
+
+    config = load_config(
+        str(name_or_path), gguf_file=gguf_file, trust_remote_code=trust_remote_code
+    )
+    try:
+        found = MODEL_FOR_CAUSAL_LM_MAPPING[type(config)]
+    except KeyError:
+        return None
+    return found[0] if isinstance(found, (tuple, list)) else found
+
+
 def load_tokenizer(
     name_or_path: str | os.PathLike,
     *,

@@ -42,6 +42,12 @@ class HFDeepSpeedStrategy(DeepSpeedStrategy):
     @contextlib.contextmanager
     def model_sharded_context(self) -> Iterator[None]:
         self._init_config_if_needed()
+        if self.zero_stage_3:
+            # import the model classes before zero.Init patches class creation (its exit would
+            # undo a class decorator's __init__: see models.import_causal_lm_class)
+            import_classes = getattr(self.lightning_module, "import_model_classes", None)
+            if import_classes is not None:
+                import_classes()
         if self.zero_stage_3 and self._hf_deepspeed_config is None:
             from transformers.integrations import HfDeepSpeedConfig
 

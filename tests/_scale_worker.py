@@ -120,10 +120,10 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def torchrun(*launcher_args: str, mode: str, model, out) -> subprocess.Popen:
+def torchrun(*launcher_args: str, mode: str, model, out, runs: int = 1) -> subprocess.Popen:
     """Start ``python -m torch.distributed.run <launcher_args> _scale_worker.py ...``."""
     command = [sys.executable, "-m", "torch.distributed.run", *launcher_args, __file__]
-    command += ["--mode", mode, "--model", str(model), "--out", str(out)]
+    command += ["--mode", mode, "--model", str(model), "--out", str(out), "--runs", str(runs)]
     env = {
         **os.environ,
         "OMP_NUM_THREADS": "1",
@@ -153,9 +153,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--mode", required=True, choices=["single", "ddp", "zero3"])
     parser.add_argument("--model", required=True)
     parser.add_argument("--out", required=True)
+    parser.add_argument(
+        "--runs", type=int, default=1, help="fits in one process, each into OUT/run-<i> when > 1"
+    )
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
-    run(args.mode, args.model, args.out)
+    for i in range(args.runs):
+        run(args.mode, args.model, Path(args.out) / f"run-{i}" if args.runs > 1 else args.out)
     return 0
 
 

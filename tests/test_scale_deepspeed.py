@@ -69,3 +69,20 @@ def test_zero3_loss_and_weights_match_single_process(zero3_and_single, tiny_mode
         torch.testing.assert_close(reloaded[name], tensor, atol=2e-5, rtol=0, msg=name)
     moved = max((expected[k] - original[k]).abs().max().item() for k in expected)
     assert moved > 1e-3  # the comparison above is not between two untouched models
+
+
+def test_a_second_zero3_fit_in_one_process_builds_a_working_model(tiny_model_dir, tmp_path):
+    """A fresh process whose first Llama is built inside ``zero.Init`` fits twice. transformers
+    5.25 with ``kernels`` decorates ``LlamaAttention``; when its module was first imported inside
+    ``zero.Init``, the context's exit put the undecorated ``__init__`` back and the second fit's
+    forward failed (``no attribute '_kernel_funcs'``). The strategy now imports the model classes
+    before ``zero.Init``."""
+    out = tmp_path / "twice"
+    proc = worker.torchrun(
+        "--standalone", "--nproc-per-node", "1", mode="zero3", model=tiny_model_dir, out=out, runs=2
+    )
+    worker.finish([proc])
+    first, second = (json.loads((out / f"run-{i}" / "report-0.json").read_text()) for i in (0, 1))
+    assert len(second["losses"]) == worker.STEPS
+    # the same seed, data and weights: the second fit repeats the first
+    assert second["losses"] == pytest.approx(first["losses"], abs=1e-6)

@@ -48,6 +48,7 @@ from ..models import (
     check_reference_config,
     eval_mode,
     freeze,
+    import_causal_lm_class,
     load_causal_lm,
     load_config,
     load_tokenizer,
@@ -191,6 +192,21 @@ class UnlearningModule(LightningModule):
             trust_remote_code=self.trust_remote_code,
             dtype=self.dtype_name,
         )
+
+    def import_model_classes(self) -> None:
+        """Import the classes ``configure_model`` builds (the model and the reference), before a
+        sharding strategy's ``zero.Init`` patches class creation (see
+        :func:`~lightning_unlearn.models.import_causal_lm_class`). A method that overrides
+        :meth:`load_model` with another architecture imports its class here too."""
+        import_causal_lm_class(
+            self.model_name_or_path,
+            gguf_file=self.gguf_file,
+            trust_remote_code=self.trust_remote_code,
+        )
+        if self.needs_reference and self.reference_model_name_or_path is not None:
+            import_causal_lm_class(
+                str(self.reference_model_name_or_path), trust_remote_code=self.trust_remote_code
+            )
 
     def configure_model(self) -> None:
         if self.model is not None:
