@@ -116,15 +116,61 @@ def test_attacks_leave_the_attacked_model_untouched(trained_tiny_model_dir, data
     }
 
 
-def test_relearn_keeps_its_random_state_apart(trained_tiny_model_dir, tiny_tokenizer):
-    model = _load(trained_tiny_model_dir)
+@pytest.fixture(scope="module")
+def dropout_model_dir(tmp_path_factory):
+    """A tiny Llama with attention dropout: its training draws random numbers."""
+    from lightning_unlearn.testing import build_tiny_model
+
+    return build_tiny_model(tmp_path_factory.mktemp("tiny-dropout"), attention_dropout=0.5)
+
+
+def _relearned(model, batches, seed):
+    for _, copy in relearn(model, batches, steps=(2,), learning_rate=1e-2, seed=seed):
+        return {k: v.detach().clone() for k, v in copy.state_dict().items()}
+
+
+def test_relearn_keeps_its_random_state_apart(dropout_model_dir, tiny_tokenizer):
+    """With dropout in training: the caller's global random state is the same after relearning
+    as before, and the attack's own seed (not the global state) decides the dropout masks."""
+    model = _load(dropout_model_dir)
+    assert model.config.attention_dropout == 0.5
     batches = [make_batch(tiny_tokenizer, FORGET_TEXTS)]
     torch.manual_seed(123)
     expected = torch.rand(3)
     torch.manual_seed(123)
-    for _ in relearn(model, batches, steps=(1, 2), learning_rate=1e-3):
-        pass
+    first = _relearned(model, batches, seed=0)
     assert torch.equal(torch.rand(3), expected)
+    torch.manual_seed(999)  # another global state: the same attack, the same weights
+    again = _relearned(model, batches, seed=0)
+    other = _relearned(model, batches, seed=1)
+    assert all(torch.equal(first[k], again[k]) for k in first)
+    assert any(not torch.equal(first[k], other[k]) for k in first)  # the dropout is live
+
+
+def test_relearning_moves_a_bf16_model_as_much_as_its_fp32_copy(tiny_model_dir, tiny_tokenizer):
+    """A bf16 checkpoint is relearned in float32 master weights: after the same steps at lr 1e-5
+    its weights (compared in float32) moved like the fp32 model's, not a fraction of them."""
+    fp32 = _load(tiny_model_dir)
+    bf16 = _load(tiny_model_dir).to(torch.bfloat16)
+    batches = [make_batch(tiny_tokenizer, FORGET_TEXTS)]
+    moved = {}
+    for name, model in (("fp32", fp32), ("bf16", bf16)):
+        start = {k: v.float() for k, v in model.state_dict().items()}
+        _, copy = next(relearn(model, batches, steps=(1,), learning_rate=1e-5))
+        after = copy.state_dict()
+        delta = torch.cat([(after[k].float() - start[k]).flatten() for k in start])
+        moved[name] = delta
+    changed = {name: float((d != 0).float().mean()) for name, d in moved.items()}
+    # AdamW's first step moves nearly every weight by ~lr; trained in bf16 most moves round away
+    assert changed["fp32"] > 0.5 and changed["bf16"] > 0.9 * changed["fp32"], changed
+    ratio = moved["bf16"].abs().sum() / moved["fp32"].abs().sum()
+    assert 0.9 < float(ratio) < 1.1
+    assert next(bf16.parameters()).dtype == torch.bfloat16  # the attacked model stays as it was
+
+
+def test_relearn_dtype_is_checked():
+    with pytest.raises(ValueError, match="unknown dtype"):
+        RelearnAttack(dtype="float8")
 
 
 def test_relearn_checks_its_inputs(tiny_model_dir, tiny_tokenizer):
@@ -364,13 +410,52 @@ def test_vectorised_auc_matches_roc_auc():
 
 
 # ----------------------------------------------------------------------------- through evaluate
+def _data_config(tmp_path, corpus_dir):
+    """The tiny corpus as an ``evaluate --config`` data file."""
+    import yaml
+
+    config = tmp_path / "data.yaml"
+    config.write_text(yaml.safe_dump({"data": {
+        "class_path": "lightning_unlearn.data.UnlearningDataModule", "init_args": {
+            "forget": str(corpus_dir / "forget.jsonl"),
+            "approximate": str(corpus_dir / "approximate.jsonl"),
+            "retain": str(corpus_dir / "retain.jsonl"),
+            "max_length": 64, "batch_size": 2, "cache_dir": str(tmp_path / "cache")}}}))  # fmt: skip
+    return config
+
+
+def test_without_retrain_an_attack_that_changes_nothing_reports_no_change(
+    trained_tiny_model_dir, tiny_corpus_dir, tmp_path
+):
+    """No exact-retrain model: the report's change compares the attacked copy with the unlearned
+    model on the same documents (the forget set less the relearned slice), so zero relearning
+    steps change nothing, though the slice's documents score differently from the rest."""
+    from lightning_unlearn.cli import main
+
+    out = tmp_path / "out"
+    args = ["evaluate", "--config", str(_data_config(tmp_path, tiny_corpus_dir)), "--model",
+            str(trained_tiny_model_dir), "--attacks", "relearn", "--relearn_steps", "0",
+            "--output_dir", str(out)]  # fmt: skip
+    assert main(args) == 0
+    report = json.loads((out / "report.json").read_text())
+    section = report["attacks"]
+    assert section["ends"] == ["unlearned"]
+    sliced = section["variants"]["relearn_forget_slice_k0"]
+    assert sliced["excluded"]
+    for name in ("relearn_forget_slice_k0", "relearn_retain_k0"):
+        for metric in ("forget/nll", "mia/loss_auc"):
+            assert section["variants"][name]["change"][metric] == pytest.approx(0, abs=1e-6)
+    # the slice matters: the whole forget set's value differs from the rest's
+    whole = section["plain"]["unlearned"]["forget/nll"]
+    assert abs(sliced["values"]["unlearned"]["forget/nll"] - whole) > 1e-3
+
+
 def test_evaluate_runs_both_attacks_into_the_report(
     trained_tiny_model_dir, tiny_model_dir, tiny_corpus_dir, tiny_tokenizer, tmp_path, capsys
 ):
     """U: the memorised model after a few GA steps; B: the memorised model; R: the untouched
     model (it never saw the forget texts). Both attacks on all three, into report.json, its
     verdict and report.md; bad attack options are refused before anything runs."""
-    import yaml
     from conftest import FORGET_TEXTS, make_batch
 
     from lightning_unlearn import GradientAscent
@@ -380,13 +465,7 @@ def test_evaluate_runs_both_attacks_into_the_report(
     module = build_method(GradientAscent, trained_tiny_model_dir, learning_rate=3e-3)
     fit_on_batches(module, make_batch(tiny_tokenizer, FORGET_TEXTS), steps=4)
     unlearned = module.export(tmp_path / "unlearned")
-    config = tmp_path / "data.yaml"
-    config.write_text(yaml.safe_dump({"data": {
-        "class_path": "lightning_unlearn.data.UnlearningDataModule", "init_args": {
-            "forget": str(tiny_corpus_dir / "forget.jsonl"),
-            "approximate": str(tiny_corpus_dir / "approximate.jsonl"),
-            "retain": str(tiny_corpus_dir / "retain.jsonl"),
-            "max_length": 64, "batch_size": 2, "cache_dir": str(tmp_path / "cache")}}}))  # fmt: skip
+    config = _data_config(tmp_path, tiny_corpus_dir)
     args = ["evaluate", "--config", str(config), "--model", str(unlearned), "--compare",
             str(trained_tiny_model_dir), "--retrain_model", str(tiny_model_dir)]  # fmt: skip
     assert main([*args, "--attacks", "relearn,prune", "--output_dir", str(tmp_path / "x")]) == 2

@@ -208,11 +208,13 @@ def test_kl_to_reference_chunked_value_and_gradient_equal_the_plain_formula(chun
     expected.backward()
     z2 = logits.clone().requires_grad_(True)
     kw = {} if chunk is None else {"chunk_elements": chunk}
-    got = L.kl_to_reference(z2, ref, labels, **kw)
+    # a reference that could take a gradient: the KL must treat it as a constant target
+    ref_leaf = ref.clone().requires_grad_(True)
+    got = L.kl_to_reference(z2, ref_leaf, labels, **kw)
     got.backward()
     assert got.item() == pytest.approx(expected.item(), rel=1e-6)
     torch.testing.assert_close(z2.grad, z1.grad, rtol=1e-5, atol=1e-7)
-    assert ref.grad is None
+    assert ref_leaf.grad is None
     # bf16 logits: a gradient of the same dtype
     z3 = logits.to(torch.bfloat16).requires_grad_(True)
     L.kl_to_reference(z3, ref.to(torch.bfloat16), labels).backward()

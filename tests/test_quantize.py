@@ -194,3 +194,51 @@ def test_gpt2_conv1d_is_grouped_along_its_input_dimension(tmp_path):
     assert not torch.equal(c_attn, model.transformer.h[0].attn.c_attn.weight)
     assert all(g.unique().numel() <= 4 for g in _groups(c_attn.t(), 16))
     assert quantized.quantization_report["layers_quantized"] == 4  # c_attn, c_proj, c_fc, c_proj
+
+
+def _lora_model(model, *, merge_method: bool = True):
+    """A copy of ``model`` with rank-4 LoRA adapters on every projection, their B matrices made
+    non-zero so the adapters change the output (peft starts B at zero)."""
+    import copy
+
+    from peft import LoraConfig, get_peft_model, inject_adapter_in_model
+
+    config = LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj", "down_proj"])
+    base = copy.deepcopy(model)
+    peft = get_peft_model(base, config) if merge_method else inject_adapter_in_model(config, base)
+    gen = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for name, param in peft.named_parameters():
+            if "lora_B" in name:
+                param.copy_(torch.randn(param.shape, generator=gen) * 0.05)
+    return peft
+
+
+def test_an_unmerged_lora_model_is_merged_before_quantizing(tiny_llama):
+    """The adapters are merged into a copy, then the merged weights quantized: the same weights
+    as quantizing the merged model, no adapter matrix quantized on its own, the peft model
+    untouched."""
+    import copy
+
+    peft = _lora_model(tiny_llama)
+    before = {k: v.clone() for k, v in peft.state_dict().items()}
+    quantized = quantize_model(peft, bits=4)
+    reference = quantize_model(copy.deepcopy(peft).merge_and_unload(), bits=4)
+    report = quantized.quantization_report
+    assert report["lora_merged"] and not reference.quantization_report["lora_merged"]
+    assert not any("lora" in name for name in report["quantized"])
+    assert report["layers_quantized"] == 14
+    assert quantized.state_dict().keys() == reference.state_dict().keys()
+    for key, value in reference.state_dict().items():
+        assert torch.equal(quantized.state_dict()[key], value), key
+    # the merge changed the projection it merged into (the adapters were not zero)
+    merged_q = reference.model.layers[0].self_attn.q_proj.weight
+    plain_q = quantize_model(tiny_llama, bits=4).model.layers[0].self_attn.q_proj.weight
+    assert not torch.equal(merged_q, plain_q)
+    assert all(torch.equal(peft.state_dict()[k], v) for k, v in before.items())
+
+
+def test_lora_layers_that_cannot_be_merged_are_refused(tiny_llama):
+    injected = _lora_model(tiny_llama, merge_method=False)  # adapters, no PeftModel around them
+    with pytest.raises(ValueError, match="unmerged LoRA adapter layers.*merge them first"):
+        quantize_model(injected, bits=8)

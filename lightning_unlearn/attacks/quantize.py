@@ -126,6 +126,24 @@ def _matches(name: str, patterns: Sequence[str]) -> bool:
     return any(f".{p.strip('.')}." in padded for p in patterns if p.strip("."))
 
 
+def _merged_lora(model: nn.Module) -> nn.Module:
+    """``model`` (a copy) with its LoRA adapters merged into the base weights, or ``model`` itself
+    when it has none. Quantizing an unmerged LoRA model would quantize each adapter matrix apart
+    from the weight it adds to (a deployment quantizes the merged weight)."""
+    try:
+        from peft.tuners.tuners_utils import BaseTunerLayer
+    except ImportError:  # pragma: no cover - peft is a dependency
+        return model
+    if not any(isinstance(m, BaseTunerLayer) for m in model.modules()):
+        return model
+    if not hasattr(model, "merge_and_unload"):
+        raise ValueError(
+            "the model to quantize has unmerged LoRA adapter layers and no merge_and_unload(): "
+            "merge them first (peft: PeftModel.merge_and_unload()), then quantize the merged model"
+        )
+    return model.merge_and_unload()
+
+
 def quantize_model(
     model: nn.Module,
     *,
@@ -138,7 +156,8 @@ def quantize_model(
 
     The original model is never modified: the copy is a ``copy.deepcopy`` (twice the memory for
     a moment), quantized in place, with ties between parameters kept. Biases and norms stay in
-    full precision. Merge LoRA adapters before quantizing: adapter layers are ``nn.Linear`` too.
+    full precision. A peft model's LoRA adapters are merged into the copy first (the merged
+    weights are what a deployment quantizes); adapter layers that cannot be merged are refused.
 
     Args:
         model: any ``nn.Module``, typically a transformers causal LM.
@@ -156,7 +175,7 @@ def quantize_model(
     Returns:
         The quantized copy, with a ``quantization_report`` attribute::
 
-            {"bits": 4, "group_size": 64, "layers_quantized": 14,
+            {"bits": 4, "group_size": 64, "layers_quantized": 14, "lora_merged": False,
              "parameters_quantized": 57344, "quantized": ["model.layers.0.self_attn.q_proj", ...],
              "skipped": {"lm_head": "in skip", "model.embed_tokens": "embedding ..."}}
 
@@ -166,7 +185,8 @@ def quantize_model(
         ValueError: ``bits`` or ``group_size`` out of range, or a weight with NaN/inf values.
     """
     _check_options(bits, group_size)
-    quantized = copy.deepcopy(model)
+    copied = copy.deepcopy(model)
+    quantized = _merged_lora(copied)
     modules = list(quantized.named_modules())
     embedding_weights = {
         id(m.weight) for _, m in modules if isinstance(m, nn.Embedding) and m.weight is not None
@@ -178,6 +198,7 @@ def quantize_model(
         "parameters_quantized": 0,
         "quantized": [],
         "skipped": {},
+        "lora_merged": quantized is not copied,
     }
     done: set[int] = set()
     with torch.no_grad():

@@ -9,7 +9,8 @@ the forget log-perplexity (``forget/nll``) and the loss attack's AUC (``mia/loss
 * with R: the recovered fraction ``(m(U_att) - m(R_att)) / (m(B_att) - m(R_att))``, "n/a" when
   the paired bootstrap interval of ``m(B_att) - m(R_att)`` contains 0 (the attack made the ends
   indistinguishable), the ends' own values beside it;
-* without R: the raw change ``m(U_att) - m(U)``.
+* without R: the raw change ``m(U_att) - m(U)``, both on the same documents (the unlearned
+  model's measurement rescored without the relearned slice).
 
 Forgetting *survived* an attack when less than ``threshold`` (default half) of what unlearning
 removed came back (recovered fraction below it); the verdict says so per variant.
@@ -22,7 +23,7 @@ from typing import Any
 
 from torch import nn
 
-from .recovery import ends_interval, raw_change, recovered_fraction
+from .recovery import ends_interval, raw_change, recovered_fraction, rescore
 
 __all__ = ["ATTACK_METRICS", "run_attacks", "attack_section", "attack_verdicts"]
 
@@ -79,9 +80,12 @@ def run_attacks(
     for row in variants.values():
         row["recovered"], row["interval"], row["change"] = {}, {}, {}
         docs = row.pop("_documents")
+        # U before the attack, on the documents the attacked copy was scored on
+        unattacked = (rescore(plain["unlearned"].documents, tokens, exclude=row["excluded"])
+                      if row["excluded"] else plain["unlearned"].values)  # fmt: skip
         for metric in ATTACK_METRICS:
             u = row["values"]["unlearned"].get(metric)
-            row["change"][metric] = raw_change(plain["unlearned"].values.get(metric), u)
+            row["change"][metric] = raw_change(unattacked.get(metric), u)
             if "before" in row["values"] and "retrain" in row["values"]:
                 interval = ends_interval(docs["before"], docs["retrain"], metric, tokens,
                                          exclude=row["excluded"])  # fmt: skip
