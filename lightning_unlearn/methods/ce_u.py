@@ -8,9 +8,20 @@ target distribution is the model's own prediction with the true next token remov
 
 so the gradient on the logits is ``softmax(z_t) - q_t``: it moves the true token's probability to
 the other tokens in proportion to their current share, and stays bounded where gradient ascent's
-vanishes (confident model) or explodes (unlikely token). The first ``n`` target tokens of each
-sequence are left out (the paper's training settings: ``n = 1``, the first answer token). The paper
-reaches its TOFU results without retain data or a reference model, hence ``retain_term="none"``.
+vanishes (confident model) or explodes (unlikely token).
+
+Where the defaults come from (the paper's text was not available to check beyond its abstract):
+
+* ``skip_first = 1``: the first target token of each sequence is left out of the loss, the trick
+  of the footnote in the paper's "Training Settings" as cited by the implementation the paper's
+  author co-wrote for open-unlearning (github.com/locuslab/open-unlearning at
+  d3d7cf9e6b3c125d16687d4232680d8d83548f1a, ``src/trainer/unlearn/ceu.py``,
+  ``ignore_first_n_answer_tokens=1``, also ``configs/trainer/CEU.yaml``; commit d33c476,
+  co-authored by Bo Yang). It counts the first targets on the unshifted labels, so a sequence
+  whose very first token is a target skips one predicted token fewer than here; with a masked
+  prompt, as in TOFU, the two agree.
+* ``retain_term = "none"``: that trainer (``CEU``) trains on the forget batch alone, with no retain
+  data and no reference model.
 """
 
 from __future__ import annotations
@@ -26,9 +37,9 @@ class CrossEntropyUnlearning(UnlearningModule):
 
     Args:
         skip_first: number of real target tokens at the start of each sequence left out of the
-            loss (paper and open-unlearning: 1).
-        retain_term: ``"none"`` (paper), ``"nll"`` or ``"kl"`` on retain data, weighted by
-            ``retain_weight``; see :class:`UnlearningModule`.
+            loss (open-unlearning's ``CEU.yaml``, after the paper's training settings: 1).
+        retain_term: ``"none"`` (open-unlearning's ``CEU``), ``"nll"`` or ``"kl"`` on retain
+            data, weighted by ``retain_weight``; see :class:`UnlearningModule`.
         **kwargs: see :class:`UnlearningModule`.
     """
 

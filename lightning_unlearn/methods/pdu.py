@@ -15,6 +15,24 @@ with ``lambda`` fixed, then a projected dual-ascent step
 
 so the retain weight grows while the constraint is violated and decays while it holds.
 
+Where the defaults come from: the implementation the paper's first author wrote for
+open-unlearning (github.com/locuslab/open-unlearning at d3d7cf9e6b3c125d16687d4232680d8d83548f1a:
+``src/trainer/unlearn/pdu.py``, ``configs/trainer/PDU.yaml``, ``community/methods/PDU/run.sh``;
+commits fd825ea and 0e57336 by Taha Entesari). The paper's own text was not available to check
+beyond its abstract (a summary of its Section 3 gives the retain loss as the cross-entropy on
+retain data and ``eps = (1 + alpha) * L_rtn(original)``).
+
+* ``retain_term = "nll"``: ``PDU.yaml`` inherits ``retain_loss_type: NLL`` from ``GradDiff.yaml``.
+* ``dual_update = "step"``: ``PDU.yaml`` ``dual_update_upon: "step"``, and every run in ``run.sh``.
+* ``dual_init = 1`` (the start of ``retain_weight``) and ``dual_lr = 1``: ``PDU.yaml``'s
+  ``alpha: 1.0`` (the retain preference that the dual step moves) and ``dual_step_size: 1.0``.
+  The reported runs (``run.sh``) use 100 and 5 on TOFU, 50 and 1 on MUSE: scale-dependent
+  settings that ``configs/methods/pdu.yaml`` sets for the demo.
+* ``dual_warmup_epochs = 0``: ``pdu.py``'s class default; ``PDU.yaml`` and the reported runs
+  use 5 (TOFU) and 3 (MUSE). Kept at 0 because the warm-up counts epochs: with 5, a run shorter
+  than five epochs (the demo's, which stops within the first) would never move ``lambda``.
+* ``retain_bound`` has no default, as ``PDU.yaml``'s ``retain_loss_eps: ???`` (required).
+
 How ``lambda`` is wired into the base class (whose ``training_step`` is unchanged):
 
 * ``lambda`` is the persistent float64 buffer ``dual_lambda``: it is in ``state_dict()`` and so in
@@ -58,16 +76,18 @@ class PrimalDualUnlearning(UnlearningModule):
         retain_bound: the constraint's bound ``eps`` on the retain loss (mean per token, nats).
             Set it a little above the original model's retain loss (paper: ``(1 + alpha)`` times
             it); open-unlearning's runs used 0.3 on TOFU, 1.5 / 0.1 on MUSE News / Books.
-        dual_init: start value of the retain weight ``lambda`` (open-unlearning default 1.0; the
-            paper's runs 100 on TOFU, 50 on MUSE, because the flattening loss is large).
-        dual_lr: dual step size ``eta`` (open-unlearning default 1.0; the paper's runs 5 on TOFU,
-            1 on MUSE); 0 keeps ``lambda`` fixed.
-        dual_update: ``"step"`` (update ``lambda`` after every optimizer step, the paper's
-            setting) or ``"epoch"`` (once per epoch, from the mean retain loss of its steps).
+        dual_init: start value of the retain weight ``lambda`` (open-unlearning's ``PDU.yaml``
+            ``alpha``: 1.0; the paper's runs in ``run.sh`` 100 on TOFU, 50 on MUSE, because the
+            flattening loss is large).
+        dual_lr: dual step size ``eta`` (``PDU.yaml`` ``dual_step_size``: 1.0; ``run.sh`` 5 on
+            TOFU, 1 on MUSE); 0 keeps ``lambda`` fixed.
+        dual_update: ``"step"`` (update ``lambda`` after every optimizer step: ``PDU.yaml`` and
+            every run in ``run.sh``) or ``"epoch"`` (once per epoch, from the mean retain loss of
+            its steps).
         dual_warmup_epochs: epochs at the start during which ``lambda`` stays at ``dual_init``
-            (the paper's runs: 5 on TOFU, 3 on MUSE).
-        retain_term: ``"nll"`` (paper) or ``"kl"``: the constrained retain loss; ``"none"`` is
-            refused (there would be nothing to constrain).
+            (``pdu.py``'s default 0; ``PDU.yaml`` 5, ``run.sh`` 5 on TOFU and 3 on MUSE).
+        retain_term: ``"nll"`` (``PDU.yaml``, via ``GradDiff.yaml``) or ``"kl"``: the constrained
+            retain loss; ``"none"`` is refused (there would be nothing to constrain).
         **kwargs: see :class:`UnlearningModule`; ``retain_weight`` is not accepted (it is
             ``lambda``).
     """
