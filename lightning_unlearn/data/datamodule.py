@@ -472,9 +472,11 @@ class UnlearningDataModule(LightningDataModule):
         return self.cache_dir if self.cache_dir is not None else default_cache_dir()
 
     def _with_limit(self, source: DataSource) -> DataSource:
-        if source.limit is None and self.max_documents is not None:
-            from dataclasses import replace
+        from dataclasses import replace
 
+        if source.parts is not None and self.max_documents is not None:  # each part's first few
+            return replace(source, parts=[self._with_limit(p) for p in source.parts])
+        if source.limit is None and self.max_documents is not None:
             return replace(source, limit=self.max_documents)
         return source
 

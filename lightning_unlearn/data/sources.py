@@ -33,6 +33,14 @@ answer is empty are dropped with a logged count. Schemas of the public benchmark
   ``answer``; splits ``forget_qa``, ``retain_qa`` and their ``*_icl`` few-shot examples) and
   ``verbmem`` is prompt–continuation (``prompt``, ``gt``: ``question_column: prompt``,
   ``answer_column: gt``).
+* WMDP (Li et al. 2024): the corpora ``cais/wmdp-corpora`` (configs ``cyber-forget-corpus``,
+  ``cyber-retain-corpus``, ``bio-retain-corpus``; split ``train``; ``text``); the bio forget
+  corpus is gated (a JSON-lines file with ``text`` the user obtains from the authors: read it
+  with ``path``). The questions ``cais/wmdp`` are read by lm-eval (:class:`~lightning_unlearn.
+  evaluation.WMDP`).
+
+Several sources read as one (``parts``: WMDP's bio and cyber forget corpora together) give their
+documents (or records) one after the other, in the order listed.
 """
 
 from __future__ import annotations
@@ -58,6 +66,16 @@ class SourceError(ValueError):
     """A data source is unusable: empty, missing a column, or described inconsistently."""
 
 
+#: hub datasets (name, config) that cannot be downloaded by name, and what to do instead
+GATED = {
+    ("cais/wmdp-corpora", "bio-forget-corpus"): (
+        "WMDP's bio forget corpus is not on the hub: its authors give it out on request (the form "
+        "linked from https://huggingface.co/datasets/cais/wmdp-corpora). Save the file you receive "
+        "(JSON lines, the text under 'text') and read it with path: <that file>"
+    ),
+}
+
+
 @dataclass
 class DataSource:
     """One collection of documents.
@@ -79,6 +97,9 @@ class DataSource:
             targets, and ``text_column`` is not used. ``None``: plain documents.
         answer_column: column holding the answer (the target) of a question–answer source, e.g.
             ``"answer"``, or TOFU's ``"paraphrased_answer"``; MUSE ``verbmem``'s is ``"gt"``.
+        parts: several sources read as one, in order (instead of ``path`` / ``hf_name``): e.g.
+            WMDP's bio and cyber forget corpora. All text, or all question–answer.
+        note: added to the error when ``path`` does not exist (where a gated file comes from).
     """
 
     path: str | None = None
@@ -91,9 +112,13 @@ class DataSource:
     revision: str | None = None
     question_column: str | None = None
     answer_column: str = "answer"
+    parts: list[DataSource] | None = None
+    note: str | None = None
 
     def __post_init__(self) -> None:
-        if (self.path is None) == (self.hf_name is None):
+        if self.parts is not None:
+            self._check_parts()
+        elif (self.path is None) == (self.hf_name is None):
             raise SourceError(
                 f"a data source needs exactly one of 'path' or 'hf_name', got path={self.path!r} "
                 f"and hf_name={self.hf_name!r}"
@@ -110,6 +135,24 @@ class DataSource:
                 f"'{self.answer_column}'; the prompt and the target must be different columns"
             )
 
+    def _check_parts(self) -> None:
+        if self.path is not None or self.hf_name is not None:
+            raise SourceError(
+                f"a data source with 'parts' reads its parts only; got path={self.path!r} and "
+                f"hf_name={self.hf_name!r} too: move them into a part"
+            )
+        self.parts = [DataSource.coerce(p) for p in self.parts]
+        if not self.parts:
+            raise SourceError("a data source with 'parts' needs at least one part, got []")
+        kinds = {p.is_qa for p in self.parts}
+        if len(kinds) > 1:
+            raise SourceError(
+                f"data source {self.describe()} mixes text and question–answer parts; set "
+                "question_column on all of them or on none"
+            )
+        if kinds == {True}:
+            self.question_column = self.parts[0].question_column
+
     @property
     def is_qa(self) -> bool:
         """Whether the source holds question–answer records (``question_column`` is set)."""
@@ -122,6 +165,8 @@ class DataSource:
             return value
         if isinstance(value, (str, os.PathLike)):
             return cls(path=os.fspath(value))
+        if isinstance(value, (list, tuple)):
+            return cls(parts=list(value))
         if isinstance(value, dict):
             unknown = set(value) - set(cls.__dataclass_fields__)
             if unknown:
@@ -134,12 +179,14 @@ class DataSource:
         if hasattr(value, "__dict__") and {"path", "hf_name"} <= set(vars(value)):
             return cls(**{k: v for k, v in vars(value).items() if k in cls.__dataclass_fields__})
         raise SourceError(
-            f"cannot use {value!r} as a data source: pass a path string or a DataSource "
-            "(path=... or hf_name=..., hf_config=..., split=...)"
+            f"cannot use {value!r} as a data source: pass a path string, a DataSource "
+            "(path=... or hf_name=..., hf_config=..., split=...) or a list of them"
         )
 
     def describe(self) -> str:
         """A short human-readable name used in logs and errors."""
+        if self.parts is not None:
+            return " + ".join(p.describe() for p in self.parts)
         if self.path is not None:
             return f"'{self.path}'"
         parts = [self.hf_name, self.hf_config, self.split]
@@ -291,6 +338,9 @@ def _read_directory(root: Path, source: DataSource) -> list[str]:
 
 
 def _load_hf(source: DataSource):
+    gated = GATED.get((source.hf_name, source.hf_config))
+    if gated is not None:
+        raise SourceError(f"data source {source.describe()}: {gated}")
     import datasets
 
     kwargs: dict[str, Any] = {"split": source.split}
@@ -324,9 +374,10 @@ def _check_path(source: DataSource, role: str) -> Path:
         hint = ""
         if not source.path.startswith((".", "/", "~")) and source.path.count("/") == 1:
             hint = f" (for a Hugging Face dataset use hf_name: {source.path})"
+        note = f". {source.note}" if source.note else ""
         raise FileNotFoundError(
             f"{role} set {source.describe()} does not exist; pass an existing file or "
-            f"directory{hint}"
+            f"directory{hint}{note}"
         )
     return path
 
@@ -348,7 +399,9 @@ def read_documents(source: DataSource, *, role: str = "data") -> list[str]:
     """
     if source.is_qa:  # e.g. for hashing the forget set; the data module reads records
         return [f"{r.question}\n{r.answer}" for r in read_qa(source, role=role)]
-    if source.path is not None:
+    if source.parts is not None:
+        texts = [t for part in source.parts for t in read_documents(part, role=role)]
+    elif source.path is not None:
         path = _check_path(source, role)
         texts = _read_directory(path, source) if path.is_dir() else _read_file(path, source)
     else:
@@ -507,7 +560,9 @@ def read_qa(source: DataSource, *, role: str = "data") -> list[QARecord]:
             f"{role} set {source.describe()} has no question_column; set question_column (and "
             "answer_column) for question–answer records, or read it with read_documents"
         )
-    if source.path is not None:
+    if source.parts is not None:
+        records = [r for part in source.parts for r in read_qa(part, role=role)]
+    elif source.path is not None:
         path = _check_path(source, role)
         records = _qa_from_directory(path, source) if path.is_dir() else _qa_from_file(path, source)
     else:

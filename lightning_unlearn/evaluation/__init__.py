@@ -40,6 +40,7 @@ from .report import build_report, format_table, write_report
 from .results import EmptyApproximateSplitError, approximate_target, normalise_metrics
 from .runner import evaluate_model, evaluate_splits
 from .tofu import TOFU
+from .wmdp import WMDP
 
 __all__ = [
     "EVAL_SPLITS",
@@ -64,6 +65,7 @@ __all__ = [
     "UnlearningEvaluator",
     "UnlearningMetric",
     "VerbatimMemorisation",
+    "WMDP",
     "compute_token_metrics",
     "default_metrics",
     "evaluate_model",
