@@ -13,6 +13,11 @@ Bytes per parameter (the conventions of DeepSpeed's own estimators, which the te
 * torch engines (single GPU, DDP, FSDP) with ``bf16-mixed``: fp32 weights (4) and gradients (4),
   AdamW moments (8); autocast runs the matmuls in bf16.
 * Frozen weights (the reference copy, the LoRA base) cost only their weights.
+* ``--dtype bf16`` (the method's ``dtype: bf16``: the model and its reference loaded in bf16) under
+  the torch engines: bf16 weights (2) and gradients (2), AdamW's moments in bf16 (4), as torch's
+  AdamW keeps them in the parameters' dtype. DeepSpeed's layout does not change.
+* A method that trains some modules only (RMU: ``trainable_layers`` x ``trainable_modules``) has
+  gradients and optimizer states for those parameters only; every weight is still held.
 
 Activations are an estimate for Llama-style decoder layers with fused (flash / SDPA) attention:
 about ``20 h + 4 kv + 8 i`` bytes per token per layer in bf16 (h hidden size, kv key/value width,
@@ -53,6 +58,9 @@ KNOWN_MODELS: dict[str, dict[str, Any]] = {
     "llama3.2-1b": dict(hidden_size=2048, intermediate_size=8192, num_hidden_layers=16,
                         num_attention_heads=32, num_key_value_heads=8, vocab_size=128256,
                         tie_word_embeddings=True),
+    # mistralai/Mistral-7B-v0.1 (and its fine-tunes: HuggingFaceH4/zephyr-7b-beta, WMDP's RMU model)
+    "mistral-7b": dict(hidden_size=4096, intermediate_size=14336, num_hidden_layers=32,
+                       num_attention_heads=32, num_key_value_heads=8, vocab_size=32000),
     # meta-llama/Meta-Llama-3-8B
     "llama3-8b": dict(hidden_size=4096, intermediate_size=14336, num_hidden_layers=32,
                       num_attention_heads=32, num_key_value_heads=8, vocab_size=128256),
@@ -146,6 +154,9 @@ class MethodNeeds:
     name: str
     uses_retain: bool  # a retain batch is forwarded in the same step
     reference: bool  # a frozen copy of the original model (none with LoRA)
+    # the decoder layers and the submodules in them that train (RMU); None: every parameter
+    trainable_layers: tuple[int, ...] | None = None
+    trainable_modules: tuple[str, ...] | None = None
 
 
 #: short names of the shipped methods and the class each names (a dotted class path of your own
@@ -208,7 +219,40 @@ def method_needs(method: str, *, retain_term: str | None = None) -> MethodNeeds:
     if retain_term is not None:
         kwargs["retain_term"] = retain_term
     module = cls("<planned model>", **kwargs)
-    return MethodNeeds(cls.__name__, bool(module.uses_retain), bool(module.needs_reference))
+    layers, modules = (getattr(module, a, None) for a in ("trainable_layers", "trainable_modules"))
+    return MethodNeeds(
+        cls.__name__, bool(module.uses_retain), bool(module.needs_reference),
+        trainable_layers=None if layers is None else tuple(layers),
+        trainable_modules=None if modules is None else tuple(modules),
+    )  # fmt: skip
+
+
+def trainable_parameters(config, method: MethodNeeds) -> int | None:
+    """Parameters a method that trains some modules only updates (``None``: every parameter),
+    counted on the meta device."""
+    if method.trainable_layers is None or method.trainable_modules is None:
+        return None
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from .methods.rmu import decoder_layers
+
+    with torch.device("meta"):
+        model = AutoModelForCausalLM.from_config(config)
+    layers = decoder_layers(model)
+    bad = [i for i in method.trainable_layers if not 0 <= i < len(layers)]
+    if bad:
+        raise ValueError(
+            f"{method.name} trains decoder layers {bad}, but the model has {len(layers)} "
+            f"(0..{len(layers) - 1})"
+        )
+    prefixes = tuple(m + "." for m in method.trainable_modules)
+    return sum(
+        p.numel()
+        for i in method.trainable_layers
+        for name, p in layers[i].named_parameters()
+        if name.startswith(prefixes)
+    )
 
 
 def default_backward(layout: StrategyLayout) -> str:
@@ -336,6 +380,8 @@ def plan_memory(
     gpu_memory_gib: float = 80.0,
     cpu_memory_gib: float | None = None,
     backward: str | None = None,
+    trainable: int | None = None,
+    dtype: str = "fp32",
 ) -> MemoryPlan:
     """Estimate memory for one training step; see the module docstring for the conventions.
 
@@ -343,6 +389,10 @@ def plan_memory(
     sequence's activations and logits together until one backward; ``"sequential"`` (the
     library's default, except under DeepSpeed and FSDP: :func:`default_backward`) back-propagates
     the forget term first, so one sequence's are alive at a time.
+
+    ``trainable``: the parameters a method that trains some modules only updates
+    (:func:`trainable_parameters`; ``None``: all). ``dtype``: ``"bf16"`` when the method loads the
+    model in bf16 (its ``dtype`` option), which changes the torch engines' bytes per parameter.
     """
     backward = backward or default_backward(layout)
     if backward not in ("joint", "sequential"):
@@ -351,11 +401,15 @@ def plan_memory(
         raise ValueError(f"--gpus and --nodes must be >= 1, got gpus={gpus}, nodes={nodes}")
     if lora and size.lora == 0:
         raise ValueError("lora=True but the model has no LoRA target modules (q_proj, v_proj...)")
+    if dtype not in ("fp32", "bf16"):
+        raise ValueError(f"--dtype must be 'fp32' or 'bf16', got {dtype!r}")
     world = gpus * nodes
     deepspeed = layout.engine == "deepspeed"
-    w, g, o = (2, 2, 16) if deepspeed else (4, 4, 8)
-    trainable = size.lora if lora else size.total
-    frozen_base = size.total if lora else 0  # the base weights under the adapters
+    w, g, o = (2, 2, 16) if deepspeed else (2, 2, 4) if dtype == "bf16" else (4, 4, 8)
+    part = trainable
+    trainable = size.lora if lora else size.total if part is None else part
+    # the weights held but not trained: the base under LoRA adapters, the frozen modules
+    frozen_base = size.total if lora else size.total - trainable
     reference = size.total if method.reference and not lora else 0
 
     def split(n_bytes: int, sharded: bool) -> int:
@@ -403,6 +457,12 @@ def plan_memory(
     per_process = 4 * size.largest_layer if weights_sharded and deepspeed else 2 * size.total
     cpu["checkpoint loading (peak)"] = per_process * models_loaded * gpus
     notes = []
+    if part is not None and not lora:
+        notes.append(
+            f"{method.name} trains {part / 1e6:.1f}M of {size.total / 1e9:.2f}B parameters (layers "
+            f"{list(method.trainable_layers)}, {', '.join(method.trainable_modules)}): gradients "
+            "and optimizer states for those only"
+        )
     if method.reference and lora:
         notes.append("reference = base weights with LoRA adapters disabled: no second copy")
     elif method.reference:
@@ -515,6 +575,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--gradient-checkpointing", action="store_true", help="recompute activations"
     )
+    parser.add_argument(
+        "--dtype",
+        default="fp32",
+        choices=["fp32", "bf16"],
+        help="the dtype the method loads the model in (model.init_args.dtype; torch engines only)",
+    )
     parser.add_argument("--gpu-memory", type=float, default=80.0, help="GiB per GPU (default 80)")
     parser.add_argument(
         "--cpu-memory", type=float, default=None, help="GiB of RAM per node (unchecked if unset)"
@@ -529,18 +595,24 @@ def main(argv: list[str] | None = None) -> int:
     size = model_size(config, lora_rank=args.lora_rank if args.lora else None)
     method = method_needs(args.method, retain_term=args.retain_term)
     layout = strategy_layout(args.strategy)
+    trainable = None if args.lora else trainable_parameters(config, method)
     plan = plan_memory(
         size, method=method, layout=layout, gpus=args.gpus, nodes=args.nodes, lora=args.lora,
         seq_len=args.seq_len, micro_batch=args.micro_batch,
         gradient_checkpointing=args.gradient_checkpointing,
         gpu_memory_gib=args.gpu_memory, cpu_memory_gib=args.cpu_memory, backward=args.backward,
+        trainable=trainable, dtype=args.dtype,
     )  # fmt: skip
     reference = (
-        None if args.lora else deepspeed_estimate(size, layout, gpus=args.gpus, nodes=args.nodes)
+        None
+        if args.lora or trainable is not None
+        else deepspeed_estimate(size, layout, gpus=args.gpus, nodes=args.nodes)
     )
     title = (
         f"{args.model}: {size.total / 1e9:.2f}B parameters"
         + (f" ({size.lora / 1e6:.1f}M LoRA)" if args.lora else "")
+        + (f" ({trainable / 1e6:.1f}M trained)" if trainable is not None else "")
+        + (", bf16 weights" if args.dtype == "bf16" and layout.engine == "torch" else "")
         + f", {method.name}, {args.strategy}, {args.gpus} GPU(s) x {args.nodes} node(s), "
         f"micro-batch {args.micro_batch} x {args.seq_len} tokens"
         + (", activation checkpointing" if args.gradient_checkpointing else "")

@@ -253,3 +253,37 @@ def test_sequential_backward_holds_one_sequence_of_activations_at_a_time(llama7b
             == plan_memory(llama7b, method=method_needs("ga_gd"), backward="joint", **zero3).gpu)  # fmt: skip
     with pytest.raises(ValueError, match="--backward must be 'joint' or 'sequential'"):
         plan_memory(llama7b, method=method_needs("ga"), backward="both", **kw)
+
+
+def test_rmu_plan_counts_its_trained_modules_and_bf16_weights(tiny_model_dir):
+    """RMU trains three MLP down-projections: gradients and AdamW states for those only, and in
+    bf16 when the method loads the model in bf16 (docs/cluster.md's WMDP command)."""
+    from lightning_unlearn import RepresentationMisdirection
+
+    config = load_model_config("mistral-7b")
+    size, method = model_size(config), method_needs("rmu")
+    assert (method.trainable_layers, method.trainable_modules) == ((5, 6, 7), ("mlp.down_proj",))
+    trainable = planner.trainable_parameters(config, method)
+    assert trainable == 3 * 14336 * 4096
+    assert planner.trainable_parameters(config, method_needs("ga_gd")) is None
+    kw = dict(method=method, layout=PRESETS["single_gpu"], seq_len=512, micro_batch=4)
+    plan = plan_memory(size, trainable=trainable, dtype="bf16", **kw)
+    assert plan.gpu["weights"] == plan.gpu["reference model"] == 2 * size.total
+    assert plan.gpu["gradients"] == 2 * trainable and plan.gpu["optimizer states"] == 4 * trainable
+    full = plan_memory(size, **kw)  # every parameter trained, fp32: as before
+    assert full.gpu["weights"] == 4 * size.total and full.gpu["optimizer states"] == 8 * size.total
+    with pytest.raises(ValueError, match="--dtype must be"):
+        plan_memory(size, dtype="fp16", **kw)
+    # the count agrees with what a built RMU module trains (the tiny model: layers 0 and 1)
+    module = RepresentationMisdirection(str(tiny_model_dir), layer=1)
+    module.configure_model()
+    tiny = MethodNeeds("RepresentationMisdirection", True, True, (0, 1), ("mlp.down_proj",))
+    built = sum(p.numel() for p in module.model.parameters() if p.requires_grad)
+    assert planner.trainable_parameters(AutoConfig.from_pretrained(tiny_model_dir), tiny) == built
+    with pytest.raises(ValueError, match=r"trains decoder layers \[7\].*has 2"):
+        planner.trainable_parameters(
+            AutoConfig.from_pretrained(tiny_model_dir), MethodNeeds("R", True, True, (7,), ("mlp",))
+        )
+    argv = ["--model", "mistral-7b", "--method", "rmu", "--strategy", "single_gpu", "--seq-len",
+            "512", "--micro-batch", "4", "--dtype", "bf16"]  # fmt: skip
+    assert planner.main(argv) == 0  # fits on one 80 GiB GPU
