@@ -287,3 +287,13 @@ def test_rmu_plan_counts_its_trained_modules_and_bf16_weights(tiny_model_dir):
     argv = ["--model", "mistral-7b", "--method", "rmu", "--strategy", "single_gpu", "--seq-len",
             "512", "--micro-batch", "4", "--dtype", "bf16"]  # fmt: skip
     assert planner.main(argv) == 0  # fits on one 80 GiB GPU
+
+
+def test_cluster_md_quotes_the_planner_for_the_wmdp_command(capsys):
+    """docs/cluster.md's WMDP section shows the planner's output for its command, verbatim."""
+    doc = (Path(__file__).resolve().parents[1] / "docs" / "cluster.md").read_text()
+    prompt = "$ lightning-unlearn plan --model mistral-7b --method rmu"
+    block = doc[doc.index(prompt) :].split("```", 1)[0]
+    command, quoted = block.split("\n", 1)
+    assert planner.main(command.split()[3:]) == 0
+    assert capsys.readouterr().out.strip() == quoted.strip()
