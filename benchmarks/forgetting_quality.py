@@ -38,10 +38,17 @@ Confidence of a forget document: its **mean token log-likelihood** (``-ln`` of i
 it is the quantity the methods optimise and the approximate-retrain target and the loss attack
 read (one number across the library); the mean *probability* is dominated by the many near-certain
 tokens of code (indentation, closing brackets, repeated names) that every model predicts with
-p ~ 1, so its logit compresses exactly the hard tokens on which memorisation shows. With
-``--window none`` epsilon depends only on the ranks of the 2N scores of an example (any increasing
-transform of the score gives the same epsilon); the scale matters only for the reference's
-interval window (``--window 2.0``, in its logit units) and the peaky-population rule (spreads).
+p ~ 1, so its logit compresses exactly the hard tokens on which memorisation shows.
+
+Epsilon's threshold search (``--search``): ``reference`` (the default) is the competition's
+``metric.py`` search itself -- thresholds on a grid of 0.01 and the two-threshold rule within a
+window of 2.0 of the peakier population's spread -- and its grid and window are then in units of
+mean token log-likelihood (nats per token), not the competition's logit-scaled confidences: the
+seeds move a document's log-likelihood by a few hundredths, so the 0.01 grid resolves only a few
+partitions of the 2N scores. ``every-interval`` takes every pooled score as a threshold and tries
+every interval: it depends only on the ranks of the 2N scores (any increasing transform of the
+score gives the same epsilon). The table shows both, the chosen one as *F*, the other as
+*F (other)*; the peaky-population rule (spreads) is the same in both.
 
 Rows: two calibrations first -- retrain seeds N+1..2N against 1..N (what "indistinguishable"
 scores at this N) and seen seeds 1..N against retrain 1..N (what "never unlearned" scores) -- then
@@ -82,7 +89,12 @@ SCORE_SPLITS = ("forget", "retain", "general")
 PLOT_NAME = "results_forgetting_quality.png"
 #: a diverged model's confidence where its log-likelihood is not finite (maximally unlike retrain)
 DIVERGED_CONFIDENCE = -50.0
-REFERENCE_WINDOW = 2.0
+#: epsilon's threshold search: the competition's ``metric.py`` (default) or every interval
+SEARCHES = {
+    "reference": {"thresholds": "grid", "window": 2.0},
+    "every-interval": {"thresholds": "exact", "window": None},
+}
+DEFAULT_SEARCH = "reference"
 #: the reference's peaky-population ratio (``forgetting_quality._PEAKY_RATIO``)
 PEAKY_RATIO = 0.01
 
@@ -310,7 +322,7 @@ def compare(
     unlearned: list[dict],
     retrained: list[dict],
     *,
-    window: float | None,
+    search: str,
     timed: list[dict],
 ) -> dict:
     """F, epsilon and points per example, utility ratios, score and seconds of one row.
@@ -325,13 +337,13 @@ def compare(
 
     n = min(len(unlearned), len(retrained))
     u, r = unlearned[:n], retrained[:n]
-    eps = epsilon_per_example(_matrix(u), _matrix(r), window=window)
+    eps = epsilon_per_example(_matrix(u), _matrix(r), **SEARCHES[search])
     # the reference's peaky rule (epsilon = cap when one spread is < 1% of the other's)
     spread_u, spread_r = np.ptp(_matrix(u), axis=0), np.ptp(_matrix(r), axis=0)
     peaky = np.minimum(spread_u, spread_r) < PEAKY_RATIO * np.maximum(spread_u, spread_r)
     pts = points(eps, n)
-    other = REFERENCE_WINDOW if window is None else None
-    eps_other = epsilon_per_example(_matrix(u), _matrix(r), window=other)
+    other = _other_search(search)
+    eps_other = epsilon_per_example(_matrix(u), _matrix(r), **SEARCHES[other])
     f = float(pts.mean())
     utilities = {k: (_mean(u, k), _mean(r, k)) for k in ("retain_acc", "general_acc")}
     ratios = {k: (a / b if a is not None and b else None) for k, (a, b) in utilities.items()}
@@ -349,9 +361,9 @@ def compare(
     return {
         "n": n,
         "F": f,
-        "window": window,
-        "F_other_window": float(points(eps_other, n).mean()),
-        "other_window": other,
+        "search": search,
+        "F_other": float(points(eps_other, n).mean()),
+        "other_search": other,
         "epsilon": eps.tolist(),
         "points": pts.tolist(),
         "points_histogram": {f"{b:g}": int(np.sum(pts == b)) for b in bucket_labels(n)},
@@ -389,7 +401,11 @@ def same_host_seconds(unlearned: list[dict], retrained: list[dict]) -> dict[str,
     }
 
 
-def null_distribution(retrain: list[dict], n: int, *, draws: int, window: float | None) -> dict:
+def _other_search(search: str) -> str:
+    return next(k for k in SEARCHES if k != search)
+
+
+def null_distribution(retrain: list[dict], n: int, *, draws: int, search: str) -> dict:
     """F of two halves of the 2n retrain models drawn at random: indistinguishable by
     construction, so its spread is what F means at this n."""
     from lightning_unlearn.evaluation.forgetting_quality import forgetting_quality
@@ -399,7 +415,7 @@ def null_distribution(retrain: list[dict], n: int, *, draws: int, window: float 
     values = []
     for _ in range(draws):
         order = rng.permutation(2 * n)
-        values.append(forgetting_quality(pool[order[:n]], pool[order[n:]], window=window))
+        values.append(forgetting_quality(pool[order[:n]], pool[order[n:]], **SEARCHES[search]))
     p5, p50, p95 = np.percentile(values, [5, 50, 95])
     return {"n": n, "draws": draws, "p5": float(p5), "median": float(p50), "p95": float(p95),
             "mean": float(np.mean(values))}  # fmt: skip
@@ -407,7 +423,7 @@ def null_distribution(retrain: list[dict], n: int, *, draws: int, window: float 
 
 def analyse(results: dict[str, Any]) -> None:
     """Rows, the permutation null and the calibration verdict from the stored scores."""
-    n, window = results["options"]["n"], results["options"]["window"]
+    n, search = results["options"]["n"], results["options"]["search"]
     models = results["models"]
     retrain = sorted(models.get("retrain", []), key=lambda m: m["seed"])
     first = [m for m in retrain if m["seed"] <= n]
@@ -416,7 +432,7 @@ def analyse(results: dict[str, Any]) -> None:
 
     def add(kind, key, label, unlearned, retrained, planned):
         if min(len(unlearned), len(retrained)) >= 2:
-            row = compare(unlearned, retrained, window=window, timed=retrain)
+            row = compare(unlearned, retrained, search=search, timed=retrain)
             rows.append({"kind": kind, "key": key, "label": label, "planned": planned, **row})
 
     add("calibration", "retrain", f"retrain seeds {n + 1}–{2 * n} vs retrain 1–{n} "
@@ -431,7 +447,7 @@ def analyse(results: dict[str, Any]) -> None:
     k = min(len(first), len(second))
     draws = results["options"]["null_draws"]
     results["null"] = (
-        null_distribution(first + second, k, draws=draws, window=window)
+        null_distribution(first + second, k, draws=draws, search=search)
         if k >= 2 and draws > 0
         else None
     )
@@ -554,14 +570,20 @@ def _efficiency(results) -> str:
     )
 
 
-def _window_effect(results) -> str:
+def _search_effect(results) -> str:
     rows = results["rows"]
-    differ = [r["label"] for r in rows if abs(r["F"] - r["F_other_window"]) > 1e-12]
+    differ = [r["label"] for r in rows if abs(r["F"] - r["F_other"]) > 1e-12]
     if not rows:
-        return "no row yet."
+        return "No row yet."
+    moved = ""
+    if results["options"]["search"] == "reference":
+        moved = (
+            " Before 0.2.0 this section's *F* (and the permutation null and verdict, which use "
+            "*F*'s search) was the every-interval form, now *F (other)*;"
+        )
     if not differ:
-        return "the same F on every row: the window changes nothing at this scale."
-    return f"F differs on {len(differ)} of {len(rows)} rows ({'; '.join(differ)})."
+        return moved + " the same F on every row: the search changes nothing at this scale."
+    return moved + f" F differs on {len(differ)} of {len(rows)} rows ({'; '.join(differ)})."
 
 
 def _histogram(row) -> str:
@@ -628,15 +650,17 @@ def _verdict_text(results) -> str:
 
 def render(results: dict[str, Any]) -> str:
     o, s = results["options"], results["settings"]
-    n, window = o["n"], o["window"]
+    n, search = o["n"], o["search"]
     bound = math.ceil(math.log(n - 1)) if n > 2 else 0
     buckets = " / ".join(f"{b:g}" for b in bucket_labels(n))
-    win = (
-        "every interval (`--window none`)"
-        if window is None
-        else f"the reference's window {window:g}"
-    )
-    other = "the reference's window 2.0" if window is None else "every interval"
+    searches = {
+        "reference": "the competition's own search (`metric.py`: thresholds on a 0.01 grid, the "
+        "two-threshold rule within a window of 2.0 of the peakier spread, both in nats per token "
+        "here; `--search reference`)",
+        "every-interval": "a threshold at every pooled score and every interval "
+        "(`--search every-interval`; this page's form before 0.2.0)",
+    }
+    win, other = searches[search], searches[_other_search(search)]
     recipe = o["recipe"]
     if recipe == o["demo_recipe"]:
         recipe_text = "the demo's exact-retrain recipe"
@@ -655,6 +679,13 @@ def render(results: dict[str, Any]) -> str:
         + common.provenance_line(results["provenance"]),
         "",
     ]
+    if results.get("rendered"):  # re-scored from the stored confidences, nothing retrained
+        r = results["rendered"]
+        lines[-1:-1] = [
+            f"Re-rendered {r['date']} at commit `{r['commit']}` from the stored per-model "
+            f"confidences (nothing retrained), with the library {r['library']}.",
+            "",
+        ]
     if not results.get("complete"):
         lines += [f"**Partial results**: {done} of {planned} models scored so far.", ""]
     if results.get("runs"):
@@ -675,14 +706,18 @@ def render(results: dict[str, Any]) -> str:
         "perplexity): the quantity the methods optimise and the approximate-retrain target reads. "
         "The logit of the mean token probability was not used: the mean probability is dominated "
         "by the many near-certain tokens of code that every model predicts, which hides the hard "
-        "tokens where memorisation shows.",
+        "tokens where memorisation shows. The competition's threshold grid (0.01) and window "
+        "(2.0) are in the units of its logit-scaled confidences; with this confidence they are in "
+        "nats per token of mean log-likelihood, where the seeds move a document by a few "
+        "hundredths (the confidence spread below), so the grid resolves only a few partitions of "
+        "an example's 2N scores.",
         "",
         f"**What N = {n} limits.** ε resolves only up to ln(N − 1) = {math.log(n - 1):.2f}: points "
         f"come in buckets {buckets} (ε ≥ {bound} or a perfect separation earns 0), against 14 "
         "buckets up to ε = 7 for the competition's N = 512. With few models, even two identical "
         "populations get ε above 0.5 on most examples (the best of many rules), so F of "
         "*indistinguishable* populations is well below 1: the calibration rows give the scale. "
-        f"ε tries {win}; *F (other)* uses {other}: {_window_effect(results)}",
+        f"*F*: ε from {win}. *F (other)*: ε from {other}.{_search_effect(results)}",
         "",
         f"| row | N | F | points per example ({buckets}) | peaky | F (other) | retain acc ratio | "
         "general acc ratio | score | s per model, unlearned side | s per model, retrain | "
@@ -698,7 +733,7 @@ def render(results: dict[str, Any]) -> str:
             time_ratio += f" (one machine: {timed[0]} vs {timed[1]} models)"
         lines.append(
             f"| {r['label']}{partial} | {r['n']} | **{_f(r['F'])}** | {_histogram(r)} | "
-            f"{r['peaky_examples']} | {_f(r['F_other_window'])} | {_f(r['retain_ratio'])} | {_f(r['general_ratio'])} | "
+            f"{r['peaky_examples']} | {_f(r['F_other'])} | {_f(r['retain_ratio'])} | {_f(r['general_ratio'])} | "
             f"{_f(r['score'])} | {_sec(r['seconds_unlearned'])} | {_sec(r['seconds_retrained'])} | "
             f"{time_ratio} |"
         )
@@ -777,10 +812,6 @@ def write(results: dict[str, Any], json_path: Path, md_path: Path) -> None:
 
 
 # ----------------------------------------------------------------------------------- main
-def _window(text: str) -> float | None:
-    return None if text.lower() in ("none", "all") else float(text)
-
-
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--n", type=int, default=None, help="models per population (default 8; smoke 3)")
@@ -789,9 +820,10 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"methods in order (default {' '.join(DEFAULT_METHODS)}; smoke GA+GD)",
     )  # fmt: skip
     p.add_argument(
-        "--window", type=_window, default=argparse.SUPPRESS,
-        help="epsilon's interval search: 'none' (default) tries every interval; 2.0 is the "
-        "reference's limit (in its logit units); with --render-only it re-scores the JSON",
+        "--search", choices=sorted(SEARCHES), default=argparse.SUPPRESS,
+        help=f"epsilon's threshold search (default {DEFAULT_SEARCH}: the competition's metric.py; "
+        "every-interval: every pooled score and interval); with --render-only it re-scores the "
+        "JSON (default there: the JSON's own)",
     )  # fmt: skip
     p.add_argument("--lr", type=float, default=None, help="unlearning lr (default: the demo's)")
     p.add_argument(
@@ -845,8 +877,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     json_path, md_path = Path(args.json), Path(args.markdown)
     if args.render_only:
         results = json.loads(json_path.read_text())
-        if hasattr(args, "window"):
-            results["options"]["window"] = args.window
+        options = results["options"]
+        if "search" not in options:  # made before 0.2.0: every interval, re-scored by default
+            options.pop("window", None)
+            options["search"] = DEFAULT_SEARCH
+        if hasattr(args, "search"):
+            options["search"] = args.search
+        from lightning_unlearn import __version__
+
+        now = common.provenance()
+        results["rendered"] = {"date": now["date"], "commit": now["commit"], "library": __version__}
         write(results, json_path, md_path)
         return 0
     from lightning_unlearn.demo import DemoSettings, quiet
@@ -909,7 +949,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "options": {
             "n": n,
             "methods": methods,
-            "window": getattr(args, "window", None),
+            "search": getattr(args, "search", DEFAULT_SEARCH),
             "lr": lr,
             "max_steps": max_steps,
             "recipe": recipe,

@@ -22,9 +22,14 @@ from lightning_unlearn.evaluation.forgetting_quality import (
 
 D = 1e-5
 LN2 = math.log(2 - 3 * D)  # log(1 - d - 1/3) - log(1/3) = log(3 * (2/3 - d)) = log(2 - 3d)
+# the hand-worked cases take a threshold at every pooled score and try every interval (the default
+# before 0.2.0); the default, metric.py's own grid, is tested against its output in
+# tests/test_reference_numbers.py
+EVERY = {"thresholds": "exact", "window": None}
 
 
 def eps_of(u, r, **kwargs) -> float:
+    kwargs = {**EVERY, **kwargs}
     return float(epsilon_per_example(np.array([u], float).T, np.array([r], float).T, **kwargs)[0])
 
 
@@ -131,7 +136,7 @@ def test_delta_enters_the_formula():
 def test_examples_are_independent_columns():
     u = np.array([[1, 5, 1], [2, 5, 2], [4, 5, 3]], float)
     r = np.array([[3, 1, 4], [5, 2, 5], [6, 3, 6]], float)
-    np.testing.assert_allclose(epsilon_per_example(u, r), [LN2, EPSILON_CAP, EPSILON_CAP])
+    np.testing.assert_allclose(epsilon_per_example(u, r, **EVERY), [LN2, EPSILON_CAP, EPSILON_CAP])
 
 
 def test_points_buckets_at_the_edges():
@@ -153,7 +158,7 @@ def test_forgetting_quality_is_the_mean_of_points():
     # columns: identical (eps 0 -> 1), dropped-rule case (eps ln 2 -> 1/2), separable (cap -> 0)
     u = np.array([[1, 1, 1], [2, 2, 2], [3, 4, 3]], float)
     r = np.array([[1, 3, 4], [2, 5, 5], [3, 6, 6]], float)
-    assert forgetting_quality(u, r) == pytest.approx((1 + 0.5 + 0) / 3)
+    assert forgetting_quality(u, r, **EVERY) == pytest.approx((1 + 0.5 + 0) / 3)
 
 
 def test_competition_score():
@@ -220,7 +225,7 @@ def test_window_reproduces_the_reference_grid_search():
     rng = np.random.default_rng(0)
     u = rng.integers(0, 24, (8, 6)) * 0.25
     r = rng.integers(0, 24, (8, 6)) * 0.25 + rng.integers(0, 8, (1, 6)) * 0.25
-    ours = epsilon_per_example(u, r, window=2.1)
+    ours = epsilon_per_example(u, r, thresholds="exact", window=2.1)
     retrain_pos = np.median(r, axis=0) > np.median(u, axis=0)
     expected = [
         reference_grid_epsilon(
@@ -230,7 +235,7 @@ def test_window_reproduces_the_reference_grid_search():
     ]
     np.testing.assert_allclose(ours, expected, rtol=0, atol=1e-12)
     # the window only removes rules: every-interval epsilon is never smaller
-    assert (epsilon_per_example(u, r) >= ours - 1e-12).all()
+    assert (epsilon_per_example(u, r, **EVERY) >= ours - 1e-12).all()
 
 
 def test_reference_window_by_hand():

@@ -28,6 +28,7 @@ __all__ = [
     "truth_ratio",
     "tofu_forget_quality",
     "truth_ratio_score",
+    "forget_truth_ratio_score",
     "normalised_answer_probability",
     "tofu_model_utility",
 ]
@@ -123,14 +124,30 @@ def truth_ratio_score(ratios: Tensor | np.ndarray | Sequence[float]) -> float:
     ``R`` is :func:`truth_ratio` (perturbed over paraphrased). TOFU's ``aggregate_eval_stat.py``
     writes ``mean(max(0, 1 - 1/s))`` with its stored ``s = 1 / R``, which is this same quantity;
     open-unlearning's ``true_better`` aggregator writes ``mean(max(0, 1 - R))`` directly. (On the
-    forget set TOFU instead reports ``mean(min(R, 1/R))``; not this function.) NaN ratios are
-    skipped; NaN when none is left.
+    forget set TOFU instead reports :func:`forget_truth_ratio_score`.) NaN ratios are skipped; NaN
+    when none is left.
 
     Args:
         ratios: per-question truth ratios ``R``.
     """
     values = _without_nan(ratios)
     return float(np.maximum(0.0, 1.0 - values).mean()) if values.size else math.nan
+
+
+def forget_truth_ratio_score(ratios: Tensor | np.ndarray | Sequence[float]) -> float:
+    """TOFU's truth ratio on the forget set: ``mean(min(R, 1/R))`` (1: no preference between the
+    right and the wrong answers, as a model that never learnt them; near 0: a strong preference).
+
+    TOFU's ``aggregate_eval_stat.py`` (``Truth Ratio Forget``: ``mean(minimum(s, 1/s))`` of its
+    ``s = 1 / R``, symmetric in ``R`` and ``1/R``) and open-unlearning's ``closer_to_1_better``
+    aggregator report this under the name "truth ratio" (open-unlearning adds 1e-10 to ``R`` in
+    ``1/R``, a difference below 1e-9 here). NaN ratios are skipped; NaN when none is left.
+
+    Args:
+        ratios: per-question truth ratios ``R`` (:func:`truth_ratio`) on the forget questions.
+    """
+    values = _without_nan(ratios)
+    return float(np.minimum(values, 1.0 / values).mean()) if values.size else math.nan
 
 
 def normalised_answer_probability(

@@ -31,6 +31,7 @@ import torch
 from ..data.sources import DataSource, QARecord
 from .base import GenerationMetric, MetricResult, SplitTexts
 from .benchmarks_math import (
+    forget_truth_ratio_score,
     normalised_answer_probability,
     tofu_forget_quality,
     tofu_model_utility,
@@ -43,6 +44,12 @@ from .rouge import rouge_l
 __all__ = ["TOFU", "tofu_truth_ratios"]
 
 Source = str | DataSource
+
+
+_FORGET_FORMS = {
+    "symmetric": forget_truth_ratio_score,  # TOFU aggregate_eval_stat.py, open-unlearning
+    "mean": lambda ratios: float(torch.nanmean(torch.as_tensor(ratios))),
+}
 
 
 def _stemmer() -> bool:
@@ -88,8 +95,8 @@ def tofu_truth_ratios(model, tokenizer, records: Sequence[QARecord], **kw: Any) 
 class TOFU(GenerationMetric):
     """TOFU's forget quality and model utility (see the module docstring).
 
-    Values: ``tofu/forget_quality``, ``tofu/model_utility``, ``tofu/forget_truth_ratio`` (mean R
-    on the forget questions), and the nine ``tofu/{retain,real_authors,world_facts}_{probability,
+    Values: ``tofu/forget_quality``, ``tofu/model_utility``, ``tofu/forget_truth_ratio`` (on the
+    forget questions, in the form ``forget_truth_ratio`` names), and the nine ``tofu/{retain,real_authors,world_facts}_{probability,
     rouge_l_recall,truth_ratio_score}``; per forget question its truth ratio
     (``documents["tofu_forget"]``).
 
@@ -106,6 +113,10 @@ class TOFU(GenerationMetric):
         max_length: tokens of a question and answer.
         max_new_tokens: most tokens of a generated answer (TOFU: 200).
         batch_size: sequences per forward.
+        forget_truth_ratio: how ``tofu/forget_truth_ratio`` aggregates the forget questions'
+            ratios: ``"symmetric"`` (default), TOFU's and open-unlearning's ``mean(min(R, 1/R))``;
+            ``"mean"``, ``mean(R)`` (this library's form before 0.2.0; 0.651 where TOFU's gives
+            0.449 on random data).
     """
 
     prefix = "tofu"
@@ -122,7 +133,14 @@ class TOFU(GenerationMetric):
         max_length: int = 512,
         max_new_tokens: int = 200,
         batch_size: int = 8,
+        forget_truth_ratio: str = "symmetric",
     ) -> None:
+        if forget_truth_ratio not in _FORGET_FORMS:
+            raise ValueError(
+                f"forget_truth_ratio must be one of {sorted(_FORGET_FORMS)}, got "
+                f"{forget_truth_ratio!r}"
+            )
+        self.forget_truth_ratio = forget_truth_ratio
         self.forget, self.retain = forget, retain
         self.real_authors, self.world_facts = real_authors, world_facts
         self.retain_model, self.retain_truth_ratios = retain_model, retain_truth_ratios
@@ -155,7 +173,7 @@ class TOFU(GenerationMetric):
         result = MetricResult()
         forget = load_qa(self.forget, role="TOFU forget")
         ratios = tofu_truth_ratios(model, tokenizer, forget, **self._kw())
-        result.values["tofu/forget_truth_ratio"] = float(torch.nanmean(ratios))
+        result.values["tofu/forget_truth_ratio"] = _FORGET_FORMS[self.forget_truth_ratio](ratios)
         result.documents["tofu_forget"] = {
             "doc_index": list(range(len(forget))),
             "tofu/truth_ratio": ratios.tolist(),
@@ -206,7 +224,11 @@ class TOFU(GenerationMetric):
         return {
             "tofu/forget_quality": "TOFU forget quality (KS p-value)",
             "tofu/model_utility": "TOFU model utility",
-            "tofu/forget_truth_ratio": "TOFU truth ratio (forget, mean)",
+            "tofu/forget_truth_ratio": (
+                "TOFU truth ratio (forget, mean min(R, 1/R))"
+                if self.forget_truth_ratio == "symmetric"
+                else "TOFU truth ratio (forget, mean R)"
+            ),
         }.get(key)
 
     def verdict(self, report) -> list[str]:

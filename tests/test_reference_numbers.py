@@ -1,0 +1,146 @@
+"""Every benchmark metric against numbers its reference code produced.
+
+Each fixture in ``tests/fixtures/references/`` names the repository, file(s) and 40-hex commit it
+came from and how the reference was run (in a scratch environment outside this project, on the
+small fixed inputs stored beside the outputs). Nothing here re-states a reference formula: the
+expected values are the reference's own output.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+FIXTURES = Path(__file__).parent / "fixtures" / "references"
+
+
+def load(name: str) -> dict:
+    data = json.loads((FIXTURES / name).read_text())
+    source = data["source"]
+    assert re.fullmatch(r"[0-9a-f]{40}", source["commit"]), source
+    assert source["repository"] and source["files"]
+    return data
+
+
+# ------------------------------------------------------------- NeurIPS 2023 competition (metric.py)
+COMPETITION = load("competition_forgetting_quality.json")
+
+
+@pytest.mark.parametrize(
+    "case", COMPETITION["cases"], ids=[f"N{c['n']}-{c['name']}" for c in COMPETITION["cases"]]
+)
+def test_competition_defaults_reproduce_metric_py(case):
+    from lightning_unlearn.evaluation.forgetting_quality import (
+        epsilon_per_example,
+        forgetting_quality,
+        points,
+    )
+
+    u, r = np.array(case["unlearned"]), np.array(case["retrained"])
+    eps = epsilon_per_example(u, r)
+    np.testing.assert_allclose(eps, case["epsilon"], rtol=0, atol=1e-6)
+    assert points(eps, case["n"]).tolist() == case["points"]
+    assert forgetting_quality(u, r) == pytest.approx(case["F"], abs=1e-12)
+
+
+def test_competition_fixture_covers_both_sizes():
+    sizes = [c["n"] for c in COMPETITION["cases"]]
+    assert sizes.count(8) == 3 and sizes.count(512) == 3
+
+
+def test_every_interval_stays_an_option_and_finds_more_rules():
+    # N = 512, two identical N(0, 1) populations: the every-interval search finds tail rules the
+    # reference's window does not reach, so its epsilon is never smaller and F is lower
+    from lightning_unlearn.evaluation.forgetting_quality import (
+        epsilon_per_example,
+        forgetting_quality,
+    )
+
+    case = next(c for c in COMPETITION["cases"] if c["n"] == 512)
+    u, r = np.array(case["unlearned"]), np.array(case["retrained"])
+    every = epsilon_per_example(u, r, thresholds="exact", window=None)
+    assert (every >= np.array(case["epsilon"]) - 1e-6).all()
+    assert forgetting_quality(u, r, thresholds="exact", window=None) < case["F"]
+    with pytest.raises(ValueError, match="window > 0"):
+        epsilon_per_example(u, r, window=None)
+    with pytest.raises(ValueError, match="thresholds must be"):
+        epsilon_per_example(u, r, thresholds="every")
+
+
+# ------------------------------------------------------------------ TOFU (aggregate_eval_stat.py)
+TOFU = load("tofu_aggregate.json")
+TOFU_SETS = {  # TOFU's file -> its name in the output
+    "eval_log.json": "Retain",
+    "eval_real_author_wo_options.json": "Real Authors",
+    "eval_real_world_wo_options.json": "Real World",
+    "eval_log_forget.json": "Forget",
+}
+
+
+def tofu_inputs(result: dict, file: str):
+    """Mean token log-probs (TOFU stores their negatives, ``avg_*_loss``), in question order."""
+    import torch
+
+    data = result[file]
+    keys = list(data["avg_gt_loss"])
+
+    def lp(name):
+        return -torch.tensor([data[name][k] for k in keys], dtype=torch.float64)
+
+    return lp("avg_gt_loss"), lp("average_perturb_loss"), lp("avg_paraphrased_loss"), data
+
+
+def tofu_ratios(result: dict, file: str):
+    from lightning_unlearn.evaluation.benchmarks_math import truth_ratio
+
+    _, perturbed, paraphrased, _ = tofu_inputs(result, file)
+    return truth_ratio(perturbed, paraphrased)
+
+
+def test_tofu_forget_truth_ratio_is_tofus_symmetric_form():
+    from lightning_unlearn.evaluation.benchmarks_math import forget_truth_ratio_score
+
+    ratios = tofu_ratios(TOFU["unlearned"], "eval_log_forget.json")
+    expected = TOFU["model_utility"]["Truth Ratio Forget"]
+    assert forget_truth_ratio_score(ratios) == pytest.approx(expected, abs=1e-12)
+
+
+@pytest.mark.parametrize("file", ["eval_log.json", "eval_real_author_wo_options.json",
+                                  "eval_real_world_wo_options.json"])  # fmt: skip
+def test_tofu_utility_parts(file):
+    from lightning_unlearn.evaluation.benchmarks_math import (
+        normalised_answer_probability,
+        truth_ratio_score,
+    )
+
+    answer, perturbed, _, data = tofu_inputs(TOFU["unlearned"], file)
+    name, expected = TOFU_SETS[file], TOFU["model_utility"]
+    score = truth_ratio_score(tofu_ratios(TOFU["unlearned"], file))
+    assert score == pytest.approx(expected[f"Truth Ratio {name}"], abs=1e-12)
+    if name == "Retain":
+        probability = float(answer.exp().mean())
+    else:
+        probability = float(normalised_answer_probability(answer, perturbed).mean())
+    assert probability == pytest.approx(expected[f"Prob. {name}"], abs=1e-12)
+
+
+def test_tofu_model_utility_and_forget_quality():
+    from lightning_unlearn.evaluation.benchmarks_math import tofu_forget_quality, tofu_model_utility
+
+    expected = TOFU["model_utility"]
+    parts = [expected[f"{kind} {name}"] for name in ("Retain", "Real Authors", "Real World")
+             for kind in ("ROUGE", "Prob.", "Truth Ratio")]  # fmt: skip
+    assert tofu_model_utility(parts) == pytest.approx(expected["Model Utility"], abs=1e-12)
+    # ROUGE per set is the mean of the stored per-question recalls
+    for file, name in TOFU_SETS.items():
+        recalls = list(TOFU["unlearned"][file]["rougeL_recall"].values())
+        assert np.mean(recalls) == pytest.approx(expected[f"ROUGE {name}"], abs=1e-12)
+    quality = tofu_forget_quality(
+        tofu_ratios(TOFU["unlearned"], "eval_log_forget.json"),
+        tofu_ratios(TOFU["retain"], "eval_log_forget.json"),
+    )
+    assert quality == pytest.approx(TOFU["forget_quality"]["Forget Quality"], abs=1e-12)
