@@ -187,15 +187,10 @@ def test_wmdp_and_mmlu_accuracy_match_direct_computation(tiny_model_dir, hf_cach
     assert model.training is False
 
 
-# ------------------------------------------------------------------ fit
-@pytest.mark.slow
-def test_fit_with_the_wmdp_config_reports_wmdp_and_mmlu_before_and_after(
-    tiny_model_dir, tmp_path, hf_cache, capsys
-):
+# ------------------------------------------------------------------ fit and evaluate
+def _local_config(tiny_model_dir, tmp_path) -> dict:
     """``wmdp_rmu.yaml`` as it ships, with the hub data swapped for the fixtures and Zephyr for
     the tiny model (two layers: RMU steers layer 1): same data structure, same metrics."""
-    from lightning_unlearn.cli import main
-
     config = copy.deepcopy(yaml.safe_load(CONFIG.read_text()))
     model = config["model"]["init_args"]
     model.update(model_name_or_path=str(tiny_model_dir), layer=1, trainable_layers=[0, 1],
@@ -209,13 +204,11 @@ def test_fit_with_the_wmdp_config_reports_wmdp_and_mmlu_before_and_after(
     wmdp = next(m for m in config["metrics"] if m["class_path"].endswith(".WMDP"))
     wmdp["init_args"].update(wmdp_dataset=str(QUESTIONS), mmlu_dataset=str(MMLU),
                              mmlu_tasks=MMLU_SUBJECTS, batch_size=8)  # fmt: skip
-    path = tmp_path / "wmdp_rmu_local.yaml"
-    path.write_text(yaml.safe_dump(config))
-    out = tmp_path / "run"
-    assert main(["fit", "--config", str(path), "--output_dir", str(out)]) == 0
-    assert "report:" in capsys.readouterr().out
+    return config
+
+
+def _check_report(out: Path) -> dict:
     report = json.loads((out / "report.json").read_text())
-    assert report["steps"] == 2
     for when in ("before", "after"):
         values = report[when]
         for name, n in (("bio", 4), ("cyber", 4), ("chem", 4), ("mmlu", 6)):
@@ -226,4 +219,35 @@ def test_fit_with_the_wmdp_config_reports_wmdp_and_mmlu_before_and_after(
     markdown = (out / "report.md").read_text()
     assert "| WMDP-Bio accuracy |" in markdown and "| MMLU accuracy |" in markdown
     assert "| WMDP-Cyber | 4 | 0.250 |" in markdown  # the section: questions and chance
-    assert "MMLU accuracy" in markdown and "on 6 questions, chance 0.250" in markdown
+    assert "on 6 questions, chance 0.250" in markdown  # the verdict
+    return report
+
+
+@pytest.mark.slow
+def test_fit_with_the_wmdp_config_reports_wmdp_and_mmlu_before_and_after(
+    tiny_model_dir, tmp_path, hf_cache, capsys
+):
+    from lightning_unlearn.cli import main
+
+    path = tmp_path / "wmdp_rmu_local.yaml"
+    path.write_text(yaml.safe_dump(_local_config(tiny_model_dir, tmp_path)))
+    out = tmp_path / "run"
+    assert main(["fit", "--config", str(path), "--output_dir", str(out)]) == 0
+    assert "report:" in capsys.readouterr().out
+    assert _check_report(out)["steps"] == 2
+
+
+@pytest.mark.slow
+def test_evaluate_reports_wmdp_and_mmlu_of_a_checkpoint_and_the_original(
+    tiny_model_dir, trained_tiny_model_dir, tmp_path, hf_cache
+):
+    from lightning_unlearn.cli import main
+
+    config = _local_config(tiny_model_dir, tmp_path)
+    path = tmp_path / "wmdp_data_and_metrics.yaml"
+    path.write_text(yaml.safe_dump({"data": config["data"], "metrics": config["metrics"]}))
+    out = tmp_path / "evaluate"
+    code = main(["evaluate", "--config", str(path), "--model", str(trained_tiny_model_dir),
+                 "--compare", str(tiny_model_dir), "--output_dir", str(out)])  # fmt: skip
+    assert code == 0
+    _check_report(out)
