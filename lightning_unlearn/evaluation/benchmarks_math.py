@@ -24,6 +24,7 @@ from scipy import stats
 from torch import Tensor
 
 __all__ = [
+    "MUSE_RETRAIN_AUC",
     "privleak",
     "truth_ratio",
     "tofu_forget_quality",
@@ -32,6 +33,12 @@ __all__ = [
     "normalised_answer_probability",
     "tofu_model_utility",
 ]
+
+
+MUSE_RETRAIN_AUC = {"news": 0.4772, "books": 0.5393}
+"""The retrained model's Min-K% 40 AUC (forget vs holdout, holdout positive) that MUSE's ``eval.py``
+divides by: ``constants.py`` ``AUC_RETRAIN[corpus]["forget_holdout_Min-40%"]`` (swj0419/muse_bench),
+measured by the MUSE authors on their retrained Llama-2-7B models."""
 
 
 def privleak(auc_unlearned: float, auc_retrain: float) -> float:
