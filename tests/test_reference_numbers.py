@@ -144,3 +144,13 @@ def test_tofu_model_utility_and_forget_quality():
         tofu_ratios(TOFU["retain"], "eval_log_forget.json"),
     )
     assert quality == pytest.approx(TOFU["forget_quality"]["Forget Quality"], abs=1e-12)
+
+
+def test_tofu_refuses_to_score_rouge_without_its_stemmer(monkeypatch):
+    import sys
+
+    from lightning_unlearn.evaluation.tofu import TOFU
+
+    monkeypatch.setitem(sys.modules, "nltk", None)  # import nltk -> ImportError
+    with pytest.raises(ModuleNotFoundError, match="Porter stemmer"):
+        TOFU(forget="forget.json")

@@ -11,7 +11,8 @@ Conventions of the unlearning benchmarks, both scoring with Google's ``rouge_sco
   ``src/evals/metrics/utils.py``) reports ROUGE-L **recall** with ``use_stemmer=True``
   (open-unlearning also logs ``rougeL_f1``).
 * MUSE (Shi et al. 2024; ``metrics/logger.py`` in swj0419/muse_bench, used by VerbMem and
-  KnowMem through ``mean_rougeL``) reports ROUGE-L **F1** with ``use_stemmer=False``.
+  KnowMem through ``mean_rougeL``) reports ROUGE-L **F1** with ``use_stemmer=False``; so do
+  this library's VerbMem and KnowMem by default (open-unlearning: ``rouge_type: rougeL_f1``).
 
 :func:`rouge_l` returns all three numbers per pair, so either convention is one key away, and
 takes ``use_stemmer`` for TOFU's stemming. torchmetrics tokenises exactly like ``rouge_score``'s
@@ -21,9 +22,12 @@ asked), and ``rouge_score`` itself uses nltk's Porter stemmer, so the LCS counts
 The remaining difference: torchmetrics returns float32 tensors, so the values agree with
 ``rouge_score`` (float64) to about 1e-7, not bit for bit.
 
+Both are tested against those packages' own output (``tests/test_reference_muse.py``).
+
 Dependencies: ROUGE-L without a stemmer needs nothing beyond torchmetrics (its
-``functional.text.rouge`` imports only ``re``, ``collections``, ``torch``); nltk is imported
-only for ``use_stemmer=True`` (or ROUGE-Lsum, unused here). ``rouge_score`` is never needed.
+``functional.text.rouge`` imports only ``re``, ``collections``, ``torch``); ``use_stemmer=True``
+needs nltk (a dependency of the library, for TOFU; its Porter stemmer needs no downloaded data).
+``rouge_score`` is never needed.
 """
 
 from __future__ import annotations

@@ -15,8 +15,9 @@ Unlearning for LLMs", arXiv:2401.06121), on TOFU-format question-answer files.
   ``mean(max(0, 1 - R))``. With fewer sets given, the harmonic mean of what was computed (the
   verdict says which).
 
-ROUGE is on text (torchmetrics' ROUGE-L, word level, with TOFU's Porter stemmer when ``nltk`` is
-installed, else without: the verdict says which), so figures compare with TOFU's.
+ROUGE is on text (torchmetrics' ROUGE-L, word level, with TOFU's Porter stemmer from ``nltk``, a
+dependency), so figures compare with TOFU's; without ``nltk`` the metric refuses to start rather
+than score unstemmed.
 """
 
 from __future__ import annotations
@@ -52,12 +53,15 @@ _FORGET_FORMS = {
 }
 
 
-def _stemmer() -> bool:
+def _require_stemmer() -> None:
+    """TOFU's ROUGE-L stems words (``use_stemmer=True``): refuse to score another form."""
     try:
         import nltk  # noqa: F401
-    except ImportError:
-        return False
-    return True
+    except ImportError as error:
+        raise ModuleNotFoundError(
+            "TOFU's ROUGE-L recall stems words with nltk's Porter stemmer (locuslab/tofu "
+            "eval_rouge_recall: use_stemmer=True); nltk is not installed: pip install 'nltk>=3.8,<4'"
+        ) from error
 
 
 def _alternatives(records: Sequence[QARecord]) -> tuple[list[str], list[list[str]]]:
@@ -140,6 +144,7 @@ class TOFU(GenerationMetric):
                 f"forget_truth_ratio must be one of {sorted(_FORGET_FORMS)}, got "
                 f"{forget_truth_ratio!r}"
             )
+        _require_stemmer()
         self.forget_truth_ratio = forget_truth_ratio
         self.forget, self.retain = forget, retain
         self.real_authors, self.world_facts = real_authors, world_facts
@@ -212,7 +217,7 @@ class TOFU(GenerationMetric):
             probability = float(torch.nanmean(normalised_answer_probability(answers, table)))
         generated = generate_answers(model, tokenizer, [r.question for r in records],
                                      max_new_tokens=self.max_new_tokens, **self._kw())  # fmt: skip
-        recall = rouge_l(generated, [r.answer for r in records], use_stemmer=_stemmer())["recall"]
+        recall = rouge_l(generated, [r.answer for r in records], use_stemmer=True)["recall"]
         ratios = tofu_truth_ratios(model, tokenizer, records, **self._kw())
         return {
             "probability": probability,
@@ -244,7 +249,6 @@ class TOFU(GenerationMetric):
         if utility is not None:
             sets = [n for n in ("retain", "real_authors", "world_facts")
                     if getattr(self, n) is not None]  # fmt: skip
-            stem = "with" if _stemmer() else "without"
             lines.append(f"TOFU model utility {utility:.3f} (harmonic mean over {', '.join(sets)}; "
-                         f"ROUGE-L recall on text, {stem} the Porter stemmer)")  # fmt: skip
+                         "ROUGE-L recall on text, Porter-stemmed as TOFU)")  # fmt: skip
         return lines
