@@ -49,11 +49,15 @@ from .evaluation.metrics import EVAL_SPLITS, default_metrics
 from .evaluation.report import build_report, format_markdown_table, format_table, write_report
 from .evaluation.results import approximate_target
 from .evaluation.runner import evaluate_model
+from .evaluation.schedule import AdaptiveChecks, window_key
 from .io import atomic_write_json, staged_outputs
 
 log = logging.getLogger(__name__)
 
 __all__ = ["Measurement", "UnlearningWorkflow"]
+
+#: a ``val_check_batch`` no step count reaches: no validation after this step
+_NO_CHECK = 2**62
 
 
 @dataclass
@@ -104,6 +108,13 @@ class UnlearningWorkflow(Callback):
         monitor_split: the split whose perplexity the stop reads (and the checks score).
         reference_split: the split whose original perplexity is the target.
         score_cache: a folder where measurements of fixed checkpoints are kept (``None``: none).
+        checks: ``"adaptive"`` (default): with a Trainer that may check after every step
+            (``val_check_interval=1``, ``check_val_every_n_epoch=None``), a full check runs only
+            when the forget batches' own losses say the target may be reached
+            (:class:`~lightning_unlearn.evaluation.schedule.AdaptiveChecks`), plus every
+            ``check_every`` steps; ``"fixed"``: every validation the Trainer schedules. Any other
+            Trainer schedule is kept as it is.
+        check_every: the adaptive schedule's safety net, in steps.
         verbose: log the target, the stop and the measurements.
     """
 
@@ -119,9 +130,15 @@ class UnlearningWorkflow(Callback):
         monitor_split: str = "forget",
         reference_split: str = "approximate",
         score_cache: str | Path | None = None,
+        checks: str = "adaptive",
+        check_every: int = 10,
         verbose: bool = True,
     ) -> None:
         super().__init__()
+        if checks not in ("adaptive", "fixed"):
+            raise ValueError(f"checks must be 'adaptive' or 'fixed', got {checks!r}")
+        self.schedule = AdaptiveChecks(every=check_every) if checks == "adaptive" else None
+        self._adaptive = False  # the schedule is in force for this fit
         self.metrics = list(default_metrics() if metrics is None else metrics)
         self.stop = (
             ApproximateRetrainStopping(
@@ -304,6 +321,12 @@ class UnlearningWorkflow(Callback):
             self.target_ppl = approximate_target(self.before.values, split=self.reference_split)
         if self.stop is not None and self.stop.target_ppl is None:
             self.stop.target_ppl = self.target_ppl
+        if self.schedule is not None and self.stop is not None:
+            self.schedule.start(
+                threshold_ppl=self.target_ppl * (1.0 - self.stop.tolerance),
+                before_ppl=_finite(self.before.values.get(f"{self.monitor_split}/ppl")),
+                baseline=_window_baseline(self.before, datamodule, self.monitor_split),
+            )
         if self.verbose:
             log.info("approximate-retrain target: %s perplexity %.4f", self.reference_split,
                      self.target_ppl)  # fmt: skip
@@ -380,6 +403,11 @@ class UnlearningWorkflow(Callback):
                 "reached_target": (stopped if self.halt else self._stop_step) is not None,
                 "train_seconds": self.train_seconds,
                 "phase_seconds": {"train_steps": self.train_seconds, **self.seconds},
+                "checks": {
+                    "schedule": "adaptive" if self._adaptive else "fixed",
+                    "count": len(self.checks),
+                    "steps": [c["step"] for c in self.checks],
+                },  # fmt: skip
                 "hyper_parameters": _plain(getattr(module, "hparams", {})),
                 **dict(extra or {}),
             },
@@ -456,6 +484,15 @@ class UnlearningWorkflow(Callback):
     def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         if self.stop is not None:
             self.stop.on_train_start(trainer, pl_module)
+        # the adaptive schedule chooses among per-step checks: only a Trainer that may check
+        # after every optimizer step leaves it the choice
+        self._adaptive = (
+            self.schedule is not None
+            and self.schedule.threshold is not None
+            and getattr(trainer, "val_check_batch", None) == 1
+            and getattr(trainer, "check_val_every_n_epoch", 0) is None
+            and getattr(trainer, "accumulate_grad_batches", 1) == 1
+        )
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
         self._step_started = time.perf_counter()
@@ -468,6 +505,30 @@ class UnlearningWorkflow(Callback):
         step = int(trainer.global_step)
         if step in self.measure_at_steps and step not in self.measurements:
             self.measurements[step] = self._measure_now(trainer, pl_module)
+        if self._adaptive:
+            self._schedule_check(trainer, pl_module, batch, step)
+
+    def _schedule_check(self, trainer, pl_module, batch, step: int) -> None:
+        """Feed the step's forget-batch losses to the adaptive schedule and let the Trainer's
+        validation (the check) follow this step only when it is due (the decision reduced over
+        processes: any one that asks for a check gets it, so all of them run it)."""
+        stats = getattr(pl_module, "forget_statistics", None)
+        forget = batch.get("forget") if isinstance(batch, Mapping) else None
+        if stats is not None and forget is not None:
+            ids, mask = forget["input_ids"].cpu(), forget["attention_mask"].cpu().bool()
+            keys = [window_key(row[m].tolist()) for row, m in zip(ids, mask)]
+            nll, tokens = (t.detach().float().cpu().tolist() for t in stats)
+            self.schedule.observe(step, keys, nll, tokens)
+        else:
+            self.schedule.estimates.clear()  # no estimate: the next decision checks
+        if self._stop_step is not None:
+            due = step % self.schedule.every == 0  # the stop is known: the safety net only
+        else:
+            due = self.schedule.due(step)
+        reduce = getattr(trainer.strategy, "reduce_boolean_decision", None)
+        if reduce is not None:
+            due = bool(reduce(due, all=False))
+        trainer.val_check_batch = 1 if due else _NO_CHECK
 
     def on_validation_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         self._check_started = time.perf_counter()
@@ -535,6 +596,27 @@ class UnlearningWorkflow(Callback):
     @staticmethod
     def table(report: Mapping[str, Any]) -> str:
         return format_table(report)
+
+
+def _window_baseline(before: Measurement, datamodule: Any, split: str) -> dict[int, float]:
+    """Each window of ``split`` that is its document's only window: its mean NLL before
+    unlearning (the document's log-perplexity), by :func:`window_key`."""
+    documents = before.documents.get(split, {})
+    ppl = dict(zip(documents.get("doc_index", []), documents.get("ppl", [])))
+    try:
+        data = datamodule.eval_dataset(split)
+    except (KeyError, AttributeError, RuntimeError, ValueError):
+        return {}
+    rows = list(zip(data["doc_index"], data["input_ids"]))
+    windows: dict[int, int] = {}
+    for doc, _ in rows:
+        windows[int(doc)] = windows.get(int(doc), 0) + 1
+    out = {}
+    for doc, ids in rows:
+        value = _finite(ppl.get(int(doc)))
+        if windows[int(doc)] == 1 and value is not None and value > 0:
+            out[window_key(ids)] = math.log(value)
+    return out
 
 
 def _without(texts: Any, drop: Any) -> Any:
