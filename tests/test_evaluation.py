@@ -326,6 +326,7 @@ def test_report_files_have_the_documented_shape(tmp_path):
     assert {p.name for p in (tmp_path / "out").iterdir()} == {
         "report.json",
         "report.md",
+        "documents.csv",
         "perplexity.png",
     }
 
@@ -359,7 +360,7 @@ def test_report_files_have_the_documented_shape(tmp_path):
     assert "| MIA AUC loss | 0.900 | 0.520 | 0.500 | -0.380 |" in md
     assert "PASS: forget ppl 10.500 is +5.0% from the target 10.000" in md
     assert "PASS: loss-MIA AUC 0.520" in md
-    assert "| 1 | 11.000 |" in md  # the per-document table
+    assert "| 1 | — | 11.000 | — |" in md  # the per-document table (no before, no unseen split)
     assert paths["plot"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     table = format_table(data)
     assert (
@@ -505,3 +506,35 @@ def test_evaluate_splits_agrees_with_trainer_validate(tiny_model_dir, tiny_token
     assert direct["forget/ppl"] == pytest.approx(math.exp(nll / tokens), rel=1e-5)
     assert {"mia/loss_auc", "mia/zlib_tpr_at_5_fpr", "retain/acc"} <= set(direct)
     assert "general/ppl" not in direct
+
+
+def test_the_document_table_ranks_what_it_still_knows_and_the_csv_keeps_everything(tmp_path):
+    """report.md: forget documents by after-perplexity over the unseen median of the original
+    model (approximate before: 8, 10, 12 -> 10), at most eight columns; documents.csv: every
+    per-document value of every split and column."""
+    metrics = _flat(4.0, 10.0, 5.0, 20.0, 0.9)
+    documents = {
+        "before": {
+            "forget": {"doc_index": [7, 8, 9], "ppl": [3.0, 4.0, 5.0], "mia/zlib": [1, 2, 3]},
+            "approximate": {"doc_index": [0, 1, 2], "ppl": [8.0, 12.0, 10.0]},
+        },
+        "after": {
+            "forget": {"doc_index": [7, 8, 9], "ppl": [5.0, 12.0, 9.0], "mia/loss": [-1.6, -2.5, -2.2],
+                       "mia/zlib": [0.1, 0.2, 0.3], "memorisation/exact": [0.5, 0.1, 0.2]},
+        },
+    }  # fmt: skip
+    report = build_report(model="m", method="GA", steps=1, seconds=1.0, before=metrics,
+                          after=metrics, documents=documents)  # fmt: skip
+    write_report(report, tmp_path)
+    md = (tmp_path / "report.md").read_text()
+    table = md.split("### forget: 3 documents")[1].split("\n\n")[1].splitlines()
+    assert table[0] == ("| document | ppl before | ppl after | after / unseen median | "
+                        "loss attack (after) | exact memorisation (after) |")  # fmt: skip
+    assert [row.split(" | ")[0] for row in table[2:]] == ["| 7", "| 9", "| 8"]  # 0.5, 0.9, 1.2
+    assert table[2].split(" | ")[1:4] == ["3.000", "5.000", "0.500"]
+    assert "mia/zlib" not in md.split("## Per document")[1]
+    rows = (tmp_path / "documents.csv").read_text().splitlines()
+    assert rows[0] == ("split,document,ppl (before),mia/zlib (before),ppl (after),mia/loss (after),"
+                       "mia/zlib (after),memorisation/exact (after)")  # fmt: skip
+    assert rows[1] == "forget,7,3.0,1,5.0,-1.6,0.1,0.5"
+    assert rows[4] == "approximate,0,8.0,,,,,"

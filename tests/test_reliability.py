@@ -317,7 +317,7 @@ def test_staged_outputs_publish_all_or_nothing(tiny_model_dir, tmp_path, monkeyp
     assert now == previous
     assert json.loads((out / "report.json").read_text())["steps"] == 1
     assert sorted(p.name for p in out.iterdir()) == sorted(
-        ["model", "perplexity.png", "report.json", "report.md"]
+        ["documents.csv", "model", "perplexity.png", "report.json", "report.md"]
     )
 
 

@@ -70,8 +70,14 @@ def test_toy_metrics_reach_report_json_markdown_and_the_printed_table(fitted):
     for row in ("toytokens/forget_tokens", "toygen/forget_echo", "toyref/forget_gap"):
         assert f"| {row} |" in md, row
         assert row in printed, row
+    # every per-document value in documents.csv; report.md's table keeps eight columns at most
+    header = (fitted["out"] / "documents.csv").read_text().splitlines()[0].split(",")
     for column in ("toytokens/tokens (after)", "toygen/echo (after)", "toyref/gap (after)"):
-        assert column in md, column
+        assert column in header, column
+        assert column not in md, column
+    table = md.split("### forget:")[1].split("\n\n")[1].splitlines()
+    assert table[0].startswith("| document | ppl before | ppl after | after / unseen median |")
+    assert all(row.count("|") - 1 <= 8 for row in table)
 
 
 def test_evaluate_reproduces_fits_report(fitted, tiny_model_dir):

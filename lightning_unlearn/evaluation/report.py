@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import math
 import os
+import statistics
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -179,33 +180,90 @@ def _markdown_table(header: list[str], rows: list[list[str]]) -> list[str]:
     return out + ["| " + " | ".join(r) + " |" for r in rows]
 
 
-def _document_tables(report: Mapping[str, Any]) -> list[str]:
-    """Per split, the per-document values of every column that has them (first documents)."""
+#: the per-document columns report.md shows (name in ``documents``, heading), after ``ppl``
+DOCUMENT_COLUMNS = (
+    ("mia/loss", "loss attack"),
+    ("mia_ref/reference", "reference attack"),
+    ("memorisation/exact", "exact memorisation"),
+)
+
+
+def _median(values: Sequence[float]) -> float | None:
+    finite_values = [v for v in values if isinstance(v, (int, float)) and math.isfinite(v)]
+    return float(statistics.median(finite_values)) if finite_values else None
+
+
+def _value(values: Mapping[str, Sequence], name: str, i: int) -> float | None:
+    column = values.get(name) or []
+    v = column[i] if i < len(column) else None
+    return float(v) if isinstance(v, (int, float)) and math.isfinite(v) else None
+
+
+def _document_table(report: Mapping[str, Any], split: str = "forget") -> list[str]:
+    """Which forget documents the model still knows: per document its perplexity before and
+    after, the after perplexity over the unseen (``approximate``) split's median perplexity under
+    the original model (below 1: still easier than unseen text), and after unlearning the loss
+    and reference attacks' scores and exact memorisation. At most eight columns, the documents
+    most recognisable first; every per-document column of every split is in report.json and
+    ``documents.csv``."""
+    documents = report.get("documents") or {}
+    before, after = (documents.get(c, {}).get(split) or {} for c in ("before", "after"))
+    if "ppl" not in after:
+        return []
+    unseen = _median((documents.get("before", {}).get("approximate") or {}).get("ppl", []))
+    index = list(after["doc_index"])
+    position = {d: i for i, d in enumerate(before.get("doc_index", []))}
+    shown = [(n, h) for n, h in DOCUMENT_COLUMNS if n in after]
+    header = ["document", "ppl before", "ppl after", "after / unseen median"]
+    header += [f"{h} (after)" for _, h in shown]
+    rows = []
+    for i, doc in enumerate(index):
+        ppl_before = _value(before, "ppl", position[doc]) if doc in position else None
+        ppl_after = _value(after, "ppl", i)
+        ratio = None if ppl_after is None or not unseen else ppl_after / unseen
+        cells = [ppl_before, ppl_after, ratio, *(_value(after, n, i) for n, _ in shown)]
+        rows.append((math.inf if ratio is None else ratio, str(doc), cells))
+    rows.sort(key=lambda r: r[0])
+    body = [[doc, *(_fmt(c) for c in cells)] for _, doc, cells in rows[:MARKDOWN_DOCUMENTS]]
+    out = ["", f"### {split}: {len(index)} documents, the most recognisable first", ""]
+    out += _markdown_table(header, body)
+    if len(rows) > MARKDOWN_DOCUMENTS:
+        out.append(f"\n({len(rows) - MARKDOWN_DOCUMENTS} more, and every column of every split, "
+                   "in documents.csv and report.json)")  # fmt: skip
+    else:
+        out.append("\n(every column of every split in documents.csv and report.json)")
+    return out
+
+
+def format_documents_csv(report: Mapping[str, Any]) -> str:
+    """Every per-document value of the report as CSV: one row per (split, document), one column
+    per (value, report column), e.g. ``ppl (before)``."""
+    import csv
+    import io
+
     documents = report.get("documents") or {}
     splits = list(dict.fromkeys(s for col in documents.values() for s in col))
-    out: list[str] = []
+    names = list(dict.fromkeys(
+        f"{n} ({c})" for c, per_split in documents.items() for values in per_split.values()
+        for n in values if n != "doc_index"
+    ))  # fmt: skip
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(["split", "document", *names])
     for split in splits:
-        per_col = {c: documents[c][split] for c in documents if split in documents[c]}
-        names = list(dict.fromkeys(n for v in per_col.values() for n in v if n != "doc_index"))
-        if not names:
-            continue
-        index = next(iter(per_col.values()))["doc_index"]
-        header = ["document"] + [f"{n} ({c})" for n in names for c in per_col if n in per_col[c]]
-        rows = []
-        for i, doc in enumerate(index[:MARKDOWN_DOCUMENTS]):
-            cells = [str(doc)]
-            for n in names:
-                for values in per_col.values():
-                    if n in values:
-                        v = values[n][i] if i < len(values[n]) else None
-                        cells.append(_fmt(v if isinstance(v, (int, float)) else None))
-            rows.append(cells)
-        more = len(index) - MARKDOWN_DOCUMENTS
-        out += ["", f"### {split} ({len(index)} documents)", ""]
-        out += _markdown_table(header, rows)
-        if more > 0:
-            out.append(f"\n({more} more in report.json)")
-    return out
+        cells: dict[Any, dict[str, Any]] = {}
+        for column, per_split in documents.items():
+            values = per_split.get(split)
+            if not values:
+                continue
+            for i, doc in enumerate(values.get("doc_index", [])):
+                row = cells.setdefault(doc, {})
+                for n, column_values in values.items():
+                    if n != "doc_index" and i < len(column_values):
+                        row[f"{n} ({column})"] = column_values[i]
+        for doc, row in cells.items():
+            writer.writerow([split, doc, *("" if row.get(n) is None else row[n] for n in names)])
+    return buffer.getvalue()
 
 
 def format_markdown_table(report: Mapping[str, Any]) -> str:
@@ -231,7 +289,7 @@ def format_markdown(report: Mapping[str, Any]) -> str:
     md += [f"- {v}" for v in report.get("verdict", [])] or ["- no after metrics to judge"]
     for section in report.get("sections", []):
         md += ["", f"## {section['title']}", "", section["markdown"]]
-    per_document = _document_tables(report)
+    per_document = _document_table(report)
     if per_document:
         md += ["", "## Per document", *per_document]
     md += ["", "![perplexity over steps](perplexity.png)", ""]
@@ -300,9 +358,10 @@ def write_report(
     out_dir: str | os.PathLike,
     history: list[dict[str, Any]] | None = None,
 ) -> dict[str, Path]:
-    """Write ``report.json``, ``report.md`` and ``perplexity.png`` into ``out_dir`` (each atomically).
+    """Write ``report.json``, ``report.md``, ``documents.csv`` (every per-document value) and
+    ``perplexity.png`` into ``out_dir`` (each atomically).
 
-    Returns ``{"json": path, "markdown": path, "plot": path}``.
+    Returns ``{"json": path, "markdown": path, "documents": path, "plot": path}``.
     """
     missing = [k for k in _REQUIRED if k not in report]
     if missing:
@@ -315,6 +374,7 @@ def write_report(
     return {
         "json": atomic_write_json(out / "report.json", data),
         "markdown": atomic_write_text(out / "report.md", format_markdown(data)),
+        "documents": atomic_write_text(out / "documents.csv", format_documents_csv(data)),
         "plot": plot_perplexity(data, out / "perplexity.png", history),
     }
 
