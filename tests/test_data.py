@@ -223,6 +223,27 @@ def test_packed_training_batches(tiny_datamodule_kwargs):
     assert "position_ids" not in dm.eval_dataset("forget").column_names
 
 
+def test_windows_per_document_keeps_each_documents_first_windows(tiny_datamodule_kwargs):
+    kw = {**tiny_datamodule_kwargs, "max_length": 12}
+    every = UnlearningDataModule(**kw)
+    every.setup("fit")
+    first = UnlearningDataModule(**kw, windows_per_document=1)
+    first.setup("fit")
+    for role in ("forget", "retain"):
+        full, kept = every.train_dataset(role), first.train_dataset(role)
+        assert len(set(full["doc_index"])) < len(full)  # some documents have several windows
+        expected = [i for i, d in enumerate(full["doc_index"]) if d not in full["doc_index"][:i]]
+        assert kept["input_ids"] == [full["input_ids"][i] for i in expected], role
+    # the evaluation splits keep every window
+    assert len(first.eval_dataset("forget")) == len(every.eval_dataset("forget"))
+    batches = [b["forget"] for b, _, _ in first.train_dataloader()]
+    assert sum(len(b["input_ids"]) for b in batches) == len(first.train_dataset("forget"))
+    with pytest.raises(ValueError, match="windows_per_document must be an integer >= 1"):
+        UnlearningDataModule(**kw, windows_per_document=0)
+    with pytest.raises(ValueError, match="packing=True lays documents end to end"):
+        UnlearningDataModule(**kw, windows_per_document=1, packing=True)
+
+
 def test_missing_pad_token_gets_eos_with_a_notice(tiny_datamodule_kwargs, caplog):
     dm = UnlearningDataModule(**tiny_datamodule_kwargs)
     with caplog.at_level(logging.INFO, logger="lightning_unlearn.data"):

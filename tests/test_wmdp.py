@@ -43,7 +43,7 @@ def _jsonl(path: Path) -> list[dict]:
 def _local(source: dict) -> dict:
     """A source of the config with its hub dataset (or the gated file) replaced by the fixture."""
     source = dict(source)
-    if "parts" in source:
+    if source.get("parts"):
         source["parts"] = [_local(p) for p in source["parts"]]
     elif source.get("hf_name") in HUB:
         source["hf_name"] = str(HUB[source["hf_name"]])
@@ -92,6 +92,24 @@ def test_the_config_names_the_hub_datasets_and_they_read_like_the_fixtures(hf_ca
         ("cais/wmdp-corpora", "bio-retain-corpus", "train"),
         ("cais/wmdp-corpora", "cyber-retain-corpus", "train"),
     ]
+
+
+def test_cyber_only_variant_reads_the_hub_corpus_alone(hf_cache, monkeypatch, capsys):
+    """``wmdp_rmu_cyber.yaml``, stacked on ``wmdp_rmu.yaml``, replaces the two-part forget source
+    with the cyber corpus (no gated file) and says it is not the paper's experiment."""
+    from lightning_unlearn.cli import main
+
+    variant = CONFIG.with_name("wmdp_rmu_cyber.yaml")
+    assert "NOT the paper's experiment" in variant.read_text()
+    monkeypatch.chdir(ROOT)
+    args = ["fit", "--config", "configs/methods/rmu.yaml", "--config", str(CONFIG),
+            "--config", str(variant), "--print_config"]  # fmt: skip
+    assert main(args) == 0
+    data = yaml.safe_load(capsys.readouterr().out)["data"]["init_args"]
+    forget = DataSource.coerce({k: v for k, v in data["forget"].items() if v is not None})
+    assert forget.parts is None and forget.limit == 600
+    docs = read_documents(DataSource.coerce(_local(vars(forget))))
+    assert docs == [r["text"] for r in _jsonl(CORPORA / "cyber-forget-corpus.json")]
 
 
 def test_gated_bio_forget_corpus_says_where_it_comes_from(tmp_path):

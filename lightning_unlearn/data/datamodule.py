@@ -36,6 +36,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+from collections import Counter
 from collections.abc import Iterator, Sequence
 from typing import Any
 
@@ -296,6 +297,10 @@ class UnlearningDataModule(LightningDataModule):
         packing: training only: lay documents end to end and cut into full ``max_length``
             windows without padding, instead of one or more padded windows per document. Not
             for question–answer sources (each record is one row whose prompt is masked).
+        windows_per_document: training only: keep each document's first ``n`` windows (``1``:
+            its first ``max_length`` tokens, as the WMDP code truncates its corpora); ``None``:
+            every window. Evaluation splits keep every window; question–answer records are one
+            row each already. Not with ``packing``.
         batch_size: forget windows per training batch (per process).
         retain_per_forget: retain windows per forget window (the paper's ``positive_ratio``):
             the retain batch size is ``batch_size * retain_per_forget``.
@@ -333,6 +338,7 @@ class UnlearningDataModule(LightningDataModule):
         max_length: int = 512,
         min_chunk_tokens: int = 5,
         packing: bool = False,
+        windows_per_document: int | None = None,
         batch_size: int = 4,
         retain_per_forget: int = 1,
         eval_batch_size: int = 8,
@@ -356,6 +362,19 @@ class UnlearningDataModule(LightningDataModule):
         ):
             if not isinstance(value, int) or isinstance(value, bool) or value < low:
                 raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
+        if windows_per_document is not None and (
+            isinstance(windows_per_document, bool)
+            or not isinstance(windows_per_document, int)
+            or windows_per_document < 1
+        ):
+            raise ValueError(
+                f"windows_per_document must be an integer >= 1 or None, got {windows_per_document!r}"
+            )
+        if packing and windows_per_document is not None:
+            raise ValueError(
+                "packing=True lays documents end to end, so a window is not a document's: set "
+                "windows_per_document: null, or packing: false"
+            )
         if max_documents is not None and max_documents < 1:
             raise ValueError(f"max_documents must be >= 1 or None, got {max_documents!r}")
         if eval_subset is not None and eval_subset < 1:
@@ -365,6 +384,7 @@ class UnlearningDataModule(LightningDataModule):
         self.max_length = max_length
         self.min_chunk_tokens = min_chunk_tokens
         self.packing = packing
+        self.windows_per_document = windows_per_document
         self.batch_size = batch_size
         self.retain_per_forget = retain_per_forget
         self.eval_batch_size = eval_batch_size
@@ -619,11 +639,29 @@ class UnlearningDataModule(LightningDataModule):
         if stage in (None, "fit"):
             for role, source in self.train_sources.items():
                 if role not in self._train:
-                    self._train[role] = self._build(role, source, packed=self.packing)
+                    data = self._build(role, source, packed=self.packing)
+                    self._train[role] = self._first_windows(role, source, data)
         if stage in (None, "fit", "validate", "test"):
             for role, source in self.eval_sources.items():
                 if role not in self._eval:
                     self._eval[role] = self._build(role, source, packed=False)
+
+    def _first_windows(self, role: str, source: DataSource, data):
+        """The training windows, each document's first ``windows_per_document`` of them."""
+        n = self.windows_per_document
+        if n is None or source.is_qa:
+            return data
+        seen: Counter = Counter()
+        keep = []
+        for i, doc in enumerate(data["doc_index"]):
+            if seen[doc] < n:
+                keep.append(i)
+            seen[doc] += 1
+        log.info(
+            "%s set %s: training on the first %d window(s) of each document: %d of %d windows",
+            role, source.describe(), n, len(keep), len(data),
+        )  # fmt: skip
+        return data.select(keep) if len(keep) < len(data) else data
 
     # ------------------------------------------------------------------ access
     @property
