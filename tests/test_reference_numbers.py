@@ -154,3 +154,63 @@ def test_tofu_refuses_to_score_rouge_without_its_stemmer(monkeypatch):
     monkeypatch.setitem(sys.modules, "nltk", None)  # import nltk -> ImportError
     with pytest.raises(ModuleNotFoundError, match="Porter stemmer"):
         TOFU(forget="forget.json")
+
+
+# ------------------------------------------- open-unlearning: memorisation, Min-K% and Min-K%++
+OPEN_UNLEARNING = load("open_unlearning_memorisation_mia.json")
+
+
+def _ou_statistics(doc):
+    import torch
+
+    from lightning_unlearn.losses import token_statistics
+
+    logits = torch.tensor([doc["logits"]], dtype=torch.float64)
+    return token_statistics(logits, torch.tensor([doc["labels"]]))
+
+
+def test_memorisation_open_unlearning_form_reproduces_its_output():
+    from lightning_unlearn.evaluation.documents import SplitDocuments
+    from lightning_unlearn.evaluation.memorisation import Memorisation
+
+    docs = OPEN_UNLEARNING["documents"]
+    stats = [_ou_statistics(d) for d in docs]
+    split = SplitDocuments(split="forget", doc_index=list(range(len(docs))),
+                           correct=[s["correct"][0][s["mask"][0]] for s in stats])  # fmt: skip
+    ou = Memorisation(splits=("forget",), form="open-unlearning").compute({"forget": split})
+    per_doc = ou.documents["forget"]
+    # open-unlearning's EM is a float32 division
+    np.testing.assert_allclose(per_doc["memorisation/exact"],
+                               OPEN_UNLEARNING["exact_memorization"], rtol=0, atol=1e-6)  # fmt: skip
+    np.testing.assert_allclose(per_doc["memorisation/extraction"],
+                               OPEN_UNLEARNING["extraction_strength"], rtol=0, atol=1e-12)  # fmt: skip
+    # the paper's form keeps the EOS target and gives ES 0 when no suffix is reproduced
+    paper = Memorisation(splits=("forget",)).compute({"forget": split}).documents["forget"]
+    names = [d["name"] for d in docs]
+    assert paper["memorisation/extraction"][names.index("last two wrong")] == 0.0
+    assert OPEN_UNLEARNING["extraction_strength"][names.index("last two wrong")] == pytest.approx(
+        1 / 6
+    )
+    assert paper["memorisation/exact"][names.index("only the final EOS wrong")] == pytest.approx(
+        6 / 7
+    )
+
+
+@pytest.mark.parametrize("k", [0.2, 0.4])
+def test_min_k_and_min_k_plus_plus_are_open_unlearnings(k):
+    import torch
+
+    from lightning_unlearn.evaluation.mia import min_k_plus_plus_score, min_k_score
+
+    for doc, ref in zip(OPEN_UNLEARNING["documents"], OPEN_UNLEARNING["mia"]):
+        stats = _ou_statistics(doc)
+        # open-unlearning scores every target but the last (its EOS drop), with the opposite sign
+        keep = stats["mask"][0].nonzero().squeeze(1)[:-1]
+        logprob, mu, sigma = (stats[name][:, keep].double() for name in ("logprob", "mu", "sigma"))
+        mask = torch.ones_like(logprob, dtype=torch.bool)
+        np.testing.assert_allclose(logprob[0], ref["token_log_probs"], rtol=0, atol=1e-6)
+        assert float(min_k_score(logprob, mask, k=k)[0]) == pytest.approx(-ref[f"min_k_{k}"],
+                                                                          abs=1e-6)  # fmt: skip
+        ours = float(min_k_plus_plus_score(logprob, mu, sigma, mask, k=k)[0])
+        # float32 in both (the reference casts to float32): agreement to float32 precision
+        assert ours == pytest.approx(-ref[f"min_k_plus_plus_{k}"], rel=1e-5, abs=1e-5)

@@ -33,7 +33,12 @@ from torch import Tensor, nn
 from .base import GenerationMetric, MetricResult, SplitTexts, TokenMetric
 from .documents import SplitDocuments, padded
 from .generation import greedy_generate
-from .memorisation_math import exact_memorisation, extraction_strength
+from .memorisation_math import (
+    FORMS,
+    drop_last_target,
+    exact_memorisation,
+    extraction_strength,
+)
 from .rouge import rouge_l
 
 __all__ = [
@@ -157,12 +162,21 @@ class Memorisation(TokenMetric):
 
     Args:
         splits: the splits to report (``None``: every evaluated split).
+        form: ``"paper"`` (every target token, ES 0 when no suffix is reproduced; Tirumala et al.,
+            Carlini et al. / Wang et al.) or ``"open-unlearning"`` (each document's last target,
+            the EOS of a QA answer, dropped; ES ``1/T`` when no suffix is reproduced: the form
+            TOFU and MUSE numbers are reported in). See :mod:`.memorisation_math`.
     """
 
     prefix = "memorisation"
 
-    def __init__(self, *, splits: tuple[str, ...] | None = ("forget", "approximate")) -> None:
+    def __init__(
+        self, *, splits: tuple[str, ...] | None = ("forget", "approximate"), form: str = "paper"
+    ) -> None:
+        if form not in FORMS:
+            raise ValueError(f"form must be one of {FORMS}, got {form!r}")
         self.splits = None if splits is None else tuple(splits)
+        self.form = form
 
     def compute(self, documents: Mapping[str, SplitDocuments]) -> MetricResult:
         result = MetricResult()
@@ -170,8 +184,10 @@ class Memorisation(TokenMetric):
             if self.splits is not None and split not in self.splits or not docs.correct:
                 continue
             correct, mask = padded(docs.correct, fill=False)
+            if self.form == "open-unlearning":
+                mask = drop_last_target(mask)
             exact = exact_memorisation(correct, mask).tolist()
-            extraction = extraction_strength(correct, mask).tolist()
+            extraction = extraction_strength(correct, mask, form=self.form).tolist()
             result.values[f"memorisation/{split}_exact"] = _mean(exact)
             result.values[f"memorisation/{split}_extraction"] = _mean(extraction)
             result.documents[split] = {
@@ -182,9 +198,10 @@ class Memorisation(TokenMetric):
 
     def label(self, key: str) -> str:
         split, _, what = key.removeprefix("memorisation/").rpartition("_")
+        form = "" if self.form == "paper" else ", open-unlearning's form"
         return {
-            "exact": f"exact memorisation {split}",
-            "extraction": f"extraction strength {split}",
+            "exact": f"exact memorisation {split}{form}",
+            "extraction": f"extraction strength {split}{form}",
         }.get(what, key)
 
 

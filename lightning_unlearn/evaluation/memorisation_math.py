@@ -12,6 +12,18 @@ middle or at the end); only the order of the real target positions matters.
   effective evaluations and comparisons for LLM unlearning methods", ICLR):
   ``ES = 1 - k / T`` with ``k`` the smallest number of leading target tokens to give the model
   before it reproduces all the rest.
+
+Two forms (``Memorisation(form=...)``), each with its deciding reference:
+
+* ``"paper"`` (the generic default): every target token counts, the final EOS of a QA answer
+  included (EM: Tirumala et al. define it over all target tokens; ES: Carlini et al. / Wang et al.
+  take ``k`` over ``0..T``, so ES is 0 when not even the last token is reproduced).
+* ``"open-unlearning"`` (what TOFU and MUSE numbers are reported in; the TOFU/MUSE experiment
+  configs use it): locuslab/open-unlearning ``src/evals/metrics/memorization.py`` drops each
+  document's last target token (``tokenwise_vocab_logprobs``: "-1 to ignore eos prediction",
+  :func:`drop_last_target`) and loops ``k`` over ``0..T-1`` only, so ES is ``1/T`` when no suffix
+  matches (``extraction_strength(..., form="open-unlearning")``). Tested against its output
+  (``tests/fixtures/references/open_unlearning_memorisation_mia.json``).
 """
 
 from __future__ import annotations
@@ -19,7 +31,9 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-__all__ = ["exact_memorisation", "extraction_strength"]
+__all__ = ["exact_memorisation", "extraction_strength", "drop_last_target", "FORMS"]
+
+FORMS = ("paper", "open-unlearning")
 
 
 def _check(correct: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
@@ -29,6 +43,13 @@ def _check(correct: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
             f"and {tuple(mask.shape)}"
         )
     return correct.bool(), mask.bool()
+
+
+def drop_last_target(mask: Tensor) -> Tensor:
+    """``mask`` without each row's last real target position (open-unlearning's EOS drop)."""
+    mask = mask.bool()
+    rank = torch.cumsum(mask.long(), dim=1)
+    return mask & (rank < mask.sum(dim=1, keepdim=True))
 
 
 def exact_memorisation(correct: Tensor, mask: Tensor) -> Tensor:
@@ -47,7 +68,7 @@ def exact_memorisation(correct: Tensor, mask: Tensor) -> Tensor:
     return torch.where(count > 0, hits / count.clamp_min(1), torch.full_like(count, torch.nan))
 
 
-def extraction_strength(correct: Tensor, mask: Tensor) -> Tensor:
+def extraction_strength(correct: Tensor, mask: Tensor, *, form: str = "paper") -> Tensor:
     """Extraction strength ``1 - k / T`` per row (Carlini et al. 2021; Wang et al. 2025).
 
     ``T`` is the number of target positions and ``k`` (0-based, counted over target positions in
@@ -60,17 +81,21 @@ def extraction_strength(correct: Tensor, mask: Tensor) -> Tensor:
     induction each greedy token is the true one, so the greedy context equals the teacher-forced
     one. One forward pass therefore gives the paper's ``min_k`` over prefixes.
 
-    Wang et al. define ``k`` over ``0..T`` (the empty suffix always matches, so ``k <= T``).
-    open-unlearning's ``extraction_strength`` loops ``k`` over ``0..T-1`` only and, when no suffix
-    matches, keeps ``k = T - 1`` (ES ``1/T`` instead of 0); we follow the paper.
+    Wang et al. define ``k`` over ``0..T`` (the empty suffix always matches, so ``k <= T``):
+    ``form="paper"``. open-unlearning's ``extraction_strength`` loops ``k`` over ``0..T-1`` only
+    and, when no suffix matches, keeps ``k = T - 1`` (ES ``1/T`` instead of 0):
+    ``form="open-unlearning"`` (its EOS drop is :func:`drop_last_target`, applied to ``mask``).
 
     Args:
         correct: ``[batch, seq]`` whether the argmax equals the true next token.
         mask: ``[batch, seq]`` real target positions.
+        form: ``"paper"`` or ``"open-unlearning"`` (see above).
 
     Returns:
         ``[batch]`` float64 in ``[0, 1]``; NaN for a row without target positions.
     """
+    if form not in FORMS:
+        raise ValueError(f"form must be one of {FORMS}, got {form!r}")
     correct, mask = _check(correct, mask)
     count = mask.sum(dim=1)
     # at a target position: its 1-based rank among the row's targets, so that k = the rank of the
@@ -78,5 +103,7 @@ def extraction_strength(correct: Tensor, mask: Tensor) -> Tensor:
     rank = torch.cumsum(mask.long(), dim=1)
     wrong = mask & ~correct
     k = (rank * wrong).amax(dim=1) if mask.size(1) else torch.zeros_like(count)
+    if form == "open-unlearning":
+        k = torch.minimum(k, (count - 1).clamp_min(0))
     strength = 1.0 - k.double() / count.clamp_min(1).double()
     return torch.where(count > 0, strength, torch.full_like(strength, torch.nan))
