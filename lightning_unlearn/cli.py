@@ -93,6 +93,29 @@ class UnlearnCLI(LightningCLI):
             help="explicit perplexity target; default: measured before unlearning",
         )
         parser.add_argument(
+            "--score_cache",
+            type=str | None,
+            default="auto",
+            help="folder keeping the before-measurement, keyed on the content of the model's "
+            "weights, the evaluation data and the metrics: a second fit of the same model on the "
+            "same data reuses it (the report says so). auto: 'scores' beside the data module's "
+            "cache_dir; null: measure every time",
+        )
+        parser.add_argument(
+            "--checks",
+            type=str,
+            default="adaptive",
+            help="adaptive: with trainer.val_check_interval=1 a full forget check runs only when "
+            "the training losses say the target may be reached (plus every --check_every steps); "
+            "fixed: every validation the trainer schedules",
+        )
+        parser.add_argument(
+            "--check_every",
+            type=int,
+            default=10,
+            help="the adaptive checks' safety net: a full check at least every N steps",
+        )
+        parser.add_argument(
             "--checkpoint_every_n_steps",
             type=int | None,
             default=None,
@@ -197,6 +220,8 @@ class UnlearnCLI(LightningCLI):
                 stop_at_target=opts["stop_at_target"],
                 target_ppl=opts["target_ppl"],
                 tolerance=opts["target_tolerance"],
+                checks=opts["checks"],
+                check_every=opts["check_every"],
             )
             extra.append(self.workflow)
         return super().instantiate_trainer(**kwargs)
@@ -204,7 +229,20 @@ class UnlearnCLI(LightningCLI):
     def before_fit(self) -> None:
         self._check_budget()
         self._check_model_and_data()
+        self.workflow.score_cache = self._score_cache()
         self.workflow.begin(self.trainer, self.model, self.datamodule)
+
+    def _score_cache(self) -> Path | None:
+        """``--score_cache``: ``auto`` is ``scores`` beside the data module's tokenised cache."""
+        value = self._opts()["score_cache"]
+        if value is None or str(value).lower() in ("none", "null", ""):
+            return None
+        if value != "auto":
+            return Path(value)
+        from .data.cache import default_cache_dir
+
+        root = getattr(self.datamodule, "cache_dir", None) or default_cache_dir()
+        return Path(root).expanduser().parent / "scores"
 
     def _check_budget(self) -> None:
         """The tokens one training step holds, from the instantiated method's configuration (does

@@ -113,3 +113,49 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
 
 def atomic_write_json(path: str | os.PathLike, data: Any) -> Path:
     return atomic_write_text(path, json.dumps(data, indent=2, sort_keys=False) + "\n")
+
+
+#: the files of a checkpoint folder whose bytes decide a model's outputs
+_MODEL_FILES = ("*.safetensors", "*.bin", "*.gguf", "*.pt", "config.json")
+
+
+def content_fingerprint(path: str | os.PathLike, *, memo: str | os.PathLike | None = None):
+    """SHA-256 of a model's bytes: a file (GGUF), or a checkpoint folder's weight files and
+    ``config.json``; ``None`` when ``path`` is neither (a hub id).
+
+    Each file's hash is remembered in ``memo`` (a JSON file) under its path, size, inode and
+    modification time, so an unchanged file is hashed once; a file written again (in place or
+    replaced) has another size, inode or time and is hashed anew.
+    """
+    import hashlib
+
+    target = Path(path)
+    if target.is_dir():
+        files = sorted({f for pattern in _MODEL_FILES for f in target.glob(pattern) if f.is_file()})
+    elif target.is_file():
+        files = [target]
+    else:
+        return None
+    known: dict[str, str] = {}
+    memo_path = None if memo is None else Path(memo)
+    if memo_path is not None and memo_path.is_file():
+        try:
+            known = json.loads(memo_path.read_text())
+        except (OSError, ValueError):
+            known = {}
+    total, changed = hashlib.sha256(), False
+    for file in files:
+        stat = file.stat()
+        stamp = f"{file.resolve()}:{stat.st_size}:{stat.st_ino}:{stat.st_mtime_ns}"
+        digest = known.get(stamp)
+        if digest is None:
+            h = hashlib.sha256()
+            with open(file, "rb") as fh:
+                for block in iter(lambda: fh.read(1 << 24), b""):
+                    h.update(block)
+            digest = known[stamp] = h.hexdigest()
+            changed = True
+        total.update(f"{file.name}:{digest}\n".encode())
+    if changed and memo_path is not None:
+        atomic_write_json(memo_path, known)
+    return total.hexdigest()

@@ -43,6 +43,7 @@ from typing import Any
 import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
 
+from .data.cache import splits_fingerprint
 from .evaluation.base import MetricResult, ModelMetric, UnlearningMetric
 from .evaluation.callbacks import ApproximateRetrainStopping
 from .evaluation.metrics import EVAL_SPLITS, default_metrics
@@ -50,7 +51,8 @@ from .evaluation.report import build_report, format_markdown_table, format_table
 from .evaluation.results import approximate_target
 from .evaluation.runner import evaluate_model
 from .evaluation.schedule import AdaptiveChecks, window_key
-from .io import atomic_write_json, staged_outputs
+from .io import atomic_write_json, content_fingerprint, staged_outputs
+from .version import __version__
 
 log = logging.getLogger(__name__)
 
@@ -172,6 +174,9 @@ class UnlearningWorkflow(Callback):
         self._step_started: float | None = None
         self._stop_step: int | None = None
         self._steps_done: int | None = None
+        #: where fit's before-measurement was read from (``None``: measured by this run)
+        self.before_reused: str | None = None
+        self._before_cache: Path | None = None
 
     # ------------------------------------------------------------------ metrics by kind
     def _of_kind(self, kind: str) -> list[UnlearningMetric]:
@@ -289,16 +294,21 @@ class UnlearningWorkflow(Callback):
             self._models[path] = load_causal_lm(path, gguf_file=gguf_file).eval()
         return self._models[path]
 
-    def _cache_path(self, path: str, datamodule: Any, generation: bool = True) -> Path | None:
+    def _cache_path(
+        self, path: str, datamodule: Any, generation: bool = True, **extra: Any
+    ) -> Path | None:
+        """Where the measurement of the model at ``path`` on ``datamodule`` is kept: keyed on the
+        *content* of the model's weight files and of every evaluation split (token ids and
+        texts), the metrics, whether generation runs and ``extra``, never on names or dates. A
+        model that is no local file or folder (a hub id) is not cached."""
         if self.score_cache is None:
             return None
-        folder = Path(path)
-        weights = sorted(folder.glob("*.safetensors")) if folder.is_dir() else [folder]
-        stamp = [(w.name, w.stat().st_size, w.stat().st_mtime_ns) for w in weights if w.exists()]
-        data = getattr(datamodule, "hparams", {})
+        weights = content_fingerprint(path, memo=self.score_cache / "file-hashes.json")
+        if weights is None:
+            return None
         key = json.dumps(
-            [path, stamp, {k: str(v) for k, v in dict(data).items()},
-             [m.describe() for m in self.metrics], generation],
+            [weights, splits_fingerprint(datamodule), [m.describe() for m in self.metrics],
+             generation, extra, __version__],
             sort_keys=True, default=str,
         )  # fmt: skip
         return self.score_cache / f"scores-{hashlib.sha256(key.encode()).hexdigest()[:16]}.json"
@@ -314,7 +324,11 @@ class UnlearningWorkflow(Callback):
     ) -> Measurement:
         """Measure the model before unlearning (or take ``before``) and fix the target."""
         self._started = time.perf_counter()
+        if before is None:
+            before = self._cached_before(trainer, module, datamodule)
         self.before = before if before is not None else self.measure(trainer, module, datamodule)
+        if self._before_cache is not None and self.before_reused is None:
+            atomic_write_json(self._before_cache, self.before.to_json())
         self.seconds["before"] = time.perf_counter() - self._started
         self.attach(module, datamodule, checks=True)
         if self.target_ppl is None:
@@ -331,6 +345,29 @@ class UnlearningWorkflow(Callback):
             log.info("approximate-retrain target: %s perplexity %.4f", self.reference_split,
                      self.target_ppl)  # fmt: skip
         return self.before
+
+    def _cached_before(
+        self, trainer: Trainer, module: LightningModule, datamodule: Any
+    ) -> Measurement | None:
+        """The before-measurement of an earlier run on the same model weights, data and metrics
+        (``score_cache``; one process only: every rank must take the same decision)."""
+        self._before_cache = None
+        path = getattr(module, "model_name_or_path", None)
+        if self.score_cache is None or path is None or trainer.world_size > 1:
+            return None
+        gguf = getattr(module, "gguf_file", None)
+        source = str(Path(path) / gguf) if gguf else str(path)
+        self._before_cache = self._cache_path(
+            source, datamodule, kind="before", dtype=getattr(module, "dtype_name", None),
+            lora=getattr(module, "lora", None) is not None,
+        )  # fmt: skip
+        if self._before_cache is None or not self._before_cache.is_file():
+            return None
+        self.before_reused = str(self._before_cache)
+        if self.verbose:
+            log.info("before: reused the measurement in %s (same weights, data and metrics)",
+                     self._before_cache)  # fmt: skip
+        return Measurement.from_json(json.loads(self._before_cache.read_text()))
 
     def run(
         self,
@@ -403,6 +440,7 @@ class UnlearningWorkflow(Callback):
                 "reached_target": (stopped if self.halt else self._stop_step) is not None,
                 "train_seconds": self.train_seconds,
                 "phase_seconds": {"train_steps": self.train_seconds, **self.seconds},
+                "before_reused": self.before_reused,
                 "checks": {
                     "schedule": "adaptive" if self._adaptive else "fixed",
                     "count": len(self.checks),

@@ -112,3 +112,80 @@ def test_evaluate_refuses_bad_input_naming_it(tiny_model_dir, tmp_path, capsys):
     err = capsys.readouterr().err
     assert code == 2 and "/nonexistent.jsonl" in err and "Traceback" not in err
     assert not (tmp_path / "new").exists()
+
+
+# ------------------------------------------------------------------ the before cache
+def _key(workflow, model_dir, corpus_dir, cache):
+    from lightning_unlearn.data import UnlearningDataModule
+
+    data = UnlearningDataModule(
+        tokenizer=str(model_dir), forget=str(corpus_dir / "forget.jsonl"),
+        approximate=str(corpus_dir / "approximate.jsonl"), max_length=64, cache_dir=str(cache),
+    )  # fmt: skip
+    data.setup("validate")
+    return workflow._cache_path(str(model_dir), data, kind="before")
+
+
+def test_the_before_cache_keys_on_content(tiny_model_dir, tiny_corpus_dir, tmp_path):
+    """The same bytes give the same key whatever the file names and dates; other weights, a data
+    file edited in place or other metrics give another."""
+    import os
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    from lightning_unlearn.evaluation import MembershipInference, Perplexity
+    from lightning_unlearn.workflow import UnlearningWorkflow
+
+    workflow = UnlearningWorkflow(metrics=[Perplexity()], score_cache=tmp_path / "scores")
+    model, corpus = tmp_path / "model", tmp_path / "corpus"
+    shutil.copytree(tiny_model_dir, model)
+    shutil.copytree(tiny_corpus_dir, corpus)
+    key = _key(workflow, model, corpus, tmp_path / "c1")
+    assert key is not None and key.parent == tmp_path / "scores"
+    # identical inputs elsewhere, with new dates: the same key
+    shutil.copytree(model, tmp_path / "model2")
+    shutil.copytree(corpus, tmp_path / "corpus2")
+    for f in (tmp_path / "model2").iterdir():
+        os.utime(f, ns=(1, 1))
+    assert _key(workflow, tmp_path / "model2", tmp_path / "corpus2", tmp_path / "c2") == key
+    # one weight changed, same size and name
+    weights = next((tmp_path / "model2").glob("*.safetensors"))
+    state = load_file(weights)
+    name = sorted(state)[0]
+    state[name] = state[name] + 1e-3
+    save_file(state, weights, metadata={"format": "pt"})
+    assert _key(workflow, tmp_path / "model2", corpus, tmp_path / "c3") != key
+    # a data file's content edited in place
+    forget = tmp_path / "corpus2" / "forget.jsonl"
+    forget.write_text(forget.read_text().replace("a", "o", 1))
+    assert _key(workflow, model, tmp_path / "corpus2", tmp_path / "c4") != key
+    # other metrics
+    other = UnlearningWorkflow(metrics=[Perplexity(), MembershipInference()],
+                               score_cache=tmp_path / "scores")  # fmt: skip
+    assert _key(other, model, corpus, tmp_path / "c5") != key
+    # a hub id (no local bytes) is not cached
+    assert workflow._cache_path("org/some-model", None, kind="before") is None
+
+
+def test_a_second_identical_fit_reuses_the_before_measurement(
+    tiny_model_dir, tiny_corpus_dir, tmp_path
+):
+    cfg = write_config(
+        tmp_path / "config.yaml", tiny_model_dir, tiny_corpus_dir, tmp_path / "cache"
+    )
+    config = yaml.safe_load(cfg.read_text())
+    config["trainer"]["max_steps"] = 2
+    cfg.write_text(yaml.safe_dump(config))
+    reports = []
+    for run in ("first", "second"):
+        out = tmp_path / run
+        assert main(["fit", "--config", str(cfg), "--output_dir", str(out),
+                     "--stop_at_target", "false"]) == 0  # fmt: skip
+        reports.append(json.loads((out / "report.json").read_text()))
+    first, second = reports
+    assert first["before_reused"] is None
+    assert second["before_reused"].startswith(str(tmp_path / "scores"))
+    assert second["before"] == first["before"]
+    assert second["phase_seconds"]["before"] < first["phase_seconds"]["before"]
+    assert "before: reused from" in (tmp_path / "second" / "report.md").read_text()

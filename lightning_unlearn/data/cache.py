@@ -129,3 +129,22 @@ def load_or_build(
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
     return datasets.load_from_disk(str(final))
+
+
+def splits_fingerprint(datamodule: Any) -> str:
+    """SHA-256 of every evaluation split a data module scores: the bytes of each column of its
+    tokenised windows (token ids, texts, document numbers...), split by split, plus the options
+    that choose what is scored (``eval_subset``). Two data modules with the same fingerprint
+    score the same windows, whatever files or names they were read from."""
+    h = hashlib.sha256()
+    for split in getattr(datamodule, "eval_split_names", ()):
+        table = datamodule.eval_dataset(split).data.table
+        h.update(f"split {split} {table.num_rows}\n".encode())
+        for name in sorted(table.column_names):
+            h.update(f"column {name}\n".encode())
+            for chunk in table.column(name).combine_chunks().buffers():
+                if chunk is not None:
+                    h.update(memoryview(chunk))
+    subset = getattr(datamodule, "eval_subset", None)
+    h.update(json.dumps(subset, sort_keys=True, default=str).encode())
+    return h.hexdigest()

@@ -280,6 +280,14 @@ def format_markdown(report: Mapping[str, Any]) -> str:
         f"- model: `{report['model']}`",
         f"- steps: {report['steps']}, time: {report['seconds']:.1f} s",
         f"- target (approximate-retrain) perplexity: **{_fmt(report['target_ppl'])}**",
+        *(
+            [
+                f"- before: reused from `{report['before_reused']}` (the same weights, data and "
+                "metrics measured by an earlier run)"
+            ]
+            if report.get("before_reused")
+            else []
+        ),
         "",
         *_markdown_table(header, rows),
         "",
