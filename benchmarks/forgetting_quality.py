@@ -883,10 +883,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             options["search"] = DEFAULT_SEARCH
         if hasattr(args, "search"):
             options["search"] = args.search
-        from lightning_unlearn import __version__
+        from lightning_unlearn import version
 
         now = common.provenance()
-        results["rendered"] = {"date": now["date"], "commit": now["commit"], "library": __version__}
+        results["rendered"] = {
+            "date": now["date"],
+            "commit": now["commit"],
+            "library": version.__version__,
+        }
         write(results, json_path, md_path)
         return 0
     from lightning_unlearn.demo import DemoSettings, quiet

@@ -354,7 +354,8 @@ def test_report_files_have_the_documented_shape(tmp_path):
     # the table's rows come from the default metrics, in their order: perplexity, then MIA AUCs
     labels = [row["label"] for row in data["rows"]]
     assert labels == ["forget ppl", "approximate ppl", "retain ppl", "general ppl",
-                      "MIA AUC loss", "MIA AUC zlib", "MIA AUC min_k", "MIA AUC min_k_plus_plus"]  # fmt: skip
+                      "MIA AUC loss", "MIA AUC zlib", "MIA AUC min_k (k = 0.2)",
+                      "MIA AUC min_k_plus_plus (k = 0.2)"]  # fmt: skip
     md = paths["markdown"].read_text()
     assert "| forget ppl | 4.000 | 10.500 | 9.800 | +162.5% |" in md
     assert "| MIA AUC loss | 0.900 | 0.520 | 0.500 | -0.380 |" in md

@@ -214,3 +214,50 @@ def test_min_k_and_min_k_plus_plus_are_open_unlearnings(k):
         ours = float(min_k_plus_plus_score(logprob, mu, sigma, mask, k=k)[0])
         # float32 in both (the reference casts to float32): agreement to float32 precision
         assert ours == pytest.approx(-ref[f"min_k_plus_plus_{k}"], rel=1e-5, abs=1e-5)
+
+
+GRADNORM = load("open_unlearning_gradnorm.json")
+
+
+class _Tiny:
+    """The fixture's tiny causal LM (same layers and arithmetic as its runner's)."""
+
+    def __new__(cls):
+        import types
+
+        import torch
+
+        class Tiny(torch.nn.Module):
+            def __init__(self, vocab=10, width=4):
+                super().__init__()
+                self.embed = torch.nn.Embedding(vocab, width)
+                self.mix = torch.nn.Linear(width, width)
+                self.head = torch.nn.Linear(width, vocab)
+
+            def forward(self, input_ids, attention_mask=None, labels=None):
+                hidden = torch.tanh(self.mix(self.embed(input_ids)))
+                steps = torch.arange(1, input_ids.shape[1] + 1)[:, None]
+                return types.SimpleNamespace(logits=self.head(torch.cumsum(hidden, dim=1) / steps))
+
+        model = Tiny().double()
+        state = {k: torch.tensor(v, dtype=torch.float64)
+                 for k, v in GRADNORM["model"]["state"].items()}  # fmt: skip
+        model.load_state_dict(state)
+        return model.eval()
+
+
+def test_all_parameter_gradient_norm_is_open_unlearnings():
+    from lightning_unlearn.evaluation.base import SplitTexts
+    from lightning_unlearn.evaluation.mia_attacks import ParameterGradientNormMembership
+
+    model, docs = _Tiny(), GRADNORM["documents"]
+    texts = {name: SplitTexts(split=name, doc_index=list(range(len(part))), input_ids=part,
+                              texts=[""] * len(part))
+             for name, part in (("forget", docs[:2]), ("approximate", docs[2:]))}  # fmt: skip
+    metric = ParameterGradientNormMembership(confidence=None)
+    result = metric.compute(model, None, texts)
+    ours = [-v for split in ("forget", "approximate")
+            for v in result.documents[split]["mia_grad_all/gradient_norm"]]  # fmt: skip
+    np.testing.assert_allclose(ours, GRADNORM["gradient_norm"], rtol=0, atol=1e-12)
+    assert not model.training  # the model's mode is restored
+    assert "all parameters, train mode" in metric.label("mia_grad_all/gradient_norm_auc")

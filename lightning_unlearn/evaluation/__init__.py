@@ -33,7 +33,11 @@ from .mia import (
     tpr_at_fpr,
     zlib_score,
 )
-from .mia_attacks import GradientNormMembership, ReferenceMembership
+from .mia_attacks import (
+    GradientNormMembership,
+    ParameterGradientNormMembership,
+    ReferenceMembership,
+)
 from .muse import KnowMem, PrivLeak
 from .perplexity import Perplexity
 from .report import build_report, format_table, write_report
@@ -50,6 +54,7 @@ __all__ = [
     "EmptyApproximateSplitError",
     "GenerationMetric",
     "GradientNormMembership",
+    "ParameterGradientNormMembership",
     "KnowMem",
     "MembershipInference",
     "Memorisation",

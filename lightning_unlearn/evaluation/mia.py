@@ -197,7 +197,8 @@ class MembershipInference(TokenMetric):
     evaluated (the checks during training score the forget split only).
 
     Args:
-        k: fraction of lowest tokens for Min-K% and Min-K%++ (papers: 0.2).
+        k: fraction of lowest tokens for Min-K% and Min-K%++ (papers: 0.2; open-unlearning's TOFU
+            and MUSE evaluations, and this library's TOFU / MUSE configs: 0.4). The labels name it.
         members: the split whose documents the model was trained on (positives).
         non_members: the split of unseen in-distribution documents (negatives).
         fpr: false-positive rate at which the true-positive rate is reported.
@@ -254,7 +255,8 @@ class MembershipInference(TokenMetric):
         name = key.removeprefix("mia/")
         for score in MIA_SCORES:
             if name == f"{score}_auc":
-                return f"MIA AUC {score}"
+                # the Min-K% papers' k is 0.2, open-unlearning's 0.4: the label says which
+                return f"MIA AUC {score}" + (f" (k = {self.k:g})" if "min_k" in score else "")
         return None  # TPRs and intervals: in report.json (intervals in the verdict), not the table
 
     def verdict(self, report: Mapping[str, Any]) -> list[str]:

@@ -17,6 +17,13 @@
   the common cheap variant (see e.g. Maini et al. 2024, "LLM Dataset Inference", which uses
   per-layer gradient norms as features). Under DeepSpeed ZeRO-3 the output projection is
   sharded and the attack is skipped.
+* :class:`ParameterGradientNormMembership` -- open-unlearning's form of the gradient-norm attack
+  (``src/evals/metrics/mia/gradnorm.py``, the TOFU / MUSE numbers it reports): the model in
+  *train* mode, one full backward per document of its mean NLL (its last target left out, as
+  open-unlearning's ``tokenwise_logprobs``), the score the mean over parameters of each
+  parameter's gradient ``p``-norm. Costly (a forward and backward per document); an option in the
+  TOFU / MUSE configs. Tested against open-unlearning's output
+  (``tests/fixtures/references/open_unlearning_gradnorm.json``).
 
 Scores follow the library's convention (higher: more likely a member); members are the forget
 split, non-members the approximate split.
@@ -30,11 +37,17 @@ from collections.abc import Mapping
 import torch
 from torch import Tensor
 
-from .base import MetricResult, ModelMetric, TokenMetric
+from .base import GenerationMetric, MetricResult, ModelMetric, SplitTexts, TokenMetric
 from .documents import SplitDocuments
 from .mia import add_auc, auc_verdicts
 
-__all__ = ["ReferenceMembership", "GradientNormMembership", "head_gradient_norm"]
+__all__ = [
+    "ReferenceMembership",
+    "GradientNormMembership",
+    "ParameterGradientNormMembership",
+    "head_gradient_norm",
+    "parameter_gradient_norm",
+]
 
 
 def head_gradient_norm(hidden: Tensor, weight: Tensor, targets: Tensor) -> float:
@@ -153,7 +166,100 @@ class GradientNormMembership(TokenMetric):
         return result
 
     def label(self, key: str) -> str | None:
-        return "MIA AUC gradient norm" if key == "mia_grad/gradient_norm_auc" else None
+        if key == "mia_grad/gradient_norm_auc":
+            return "MIA AUC gradient norm (output layer, eval mode)"
+        return None
 
     def verdict(self, report) -> list[str]:
         return auc_verdicts(report.get("after") or {}, ["mia_grad/gradient_norm"])
+
+
+def parameter_gradient_norm(model: torch.nn.Module, input_ids: Tensor, *, p: float = 2) -> float:
+    """open-unlearning's gradient norm of one document: the mean over parameters (those that get
+    a gradient) of ``||d loss / d parameter||_p``, ``loss`` the mean NLL of the document's target
+    tokens (every token after the first) but the last, the model in train mode.
+
+    The model's train/eval mode is restored and its gradients are zeroed afterwards.
+
+    Args:
+        model: a causal LM whose forward takes ``input_ids`` / ``attention_mask`` and returns
+            ``logits``.
+        input_ids: ``[tokens]`` of the document (at least 3).
+        p: the norm (open-unlearning: 1, 2 or inf; its configs use 2).
+    """
+    if input_ids.numel() < 3:
+        raise ValueError(
+            f"a document needs at least 3 tokens (a context, a scored target and the dropped "
+            f"last one), got {input_ids.numel()}"
+        )
+    was_training = model.training
+    device = next(model.parameters()).device
+    ids = input_ids.reshape(1, -1).to(device)
+    try:
+        model.train()
+        model.zero_grad(set_to_none=True)
+        with torch.inference_mode(False), torch.enable_grad():
+            logits = model(input_ids=ids, attention_mask=torch.ones_like(ids)).logits
+            logprob = torch.log_softmax(logits[0, :-2], dim=-1)
+            loss = -logprob.gather(-1, ids[0, 1:-1, None]).mean()
+            loss.backward()
+        norms = [q.grad.detach().norm(p=p) for q in model.parameters() if q.grad is not None]
+        return float(torch.stack(norms).mean())
+    finally:
+        model.zero_grad(set_to_none=True)
+        model.train(was_training)
+
+
+class ParameterGradientNormMembership(GenerationMetric):
+    """open-unlearning's gradient-norm attack (see the module docstring):
+    ``mia_grad_all/gradient_norm_auc`` and its interval; per document the score ``-norm``.
+
+    Each document's first window (as the data module tokenised it) is scored. The model runs in
+    train mode, as open-unlearning's (dropout, if any, is active).
+
+    Args:
+        members: the member split (positives).
+        non_members: the non-member split (negatives).
+        p: the gradient norm (open-unlearning: 2).
+        confidence: coverage of the bootstrap interval (``None``: no interval).
+    """
+
+    prefix = "mia_grad_all"
+
+    def __init__(
+        self,
+        *,
+        members: str = "forget",
+        non_members: str = "approximate",
+        p: float = 2,
+        confidence: float | None = 0.95,
+    ) -> None:
+        if p not in (1, 2, math.inf):
+            raise ValueError(f"p must be 1, 2 or inf (open-unlearning's choices), got {p}")
+        self.members, self.non_members, self.p = members, non_members, p
+        self.confidence = confidence
+        self.splits = (members, non_members)
+
+    def compute(self, model, tokenizer, texts: Mapping[str, SplitTexts]) -> MetricResult:
+        result = MetricResult()
+        if not all(s in texts for s in self.splits):
+            return result
+        scores = {}
+        for split in self.splits:
+            scores[split] = torch.tensor([
+                -parameter_gradient_norm(model, torch.as_tensor(ids), p=self.p)
+                if len(ids) >= 3 else math.nan
+                for ids in texts[split].input_ids
+            ], dtype=torch.float64)  # fmt: skip
+            result.documents[split] = {"mia_grad_all/gradient_norm": scores[split].tolist()}
+        add_auc(result, "mia_grad_all/gradient_norm", scores[self.members],
+                scores[self.non_members], self.confidence)  # fmt: skip
+        return result
+
+    def label(self, key: str) -> str | None:
+        if key == "mia_grad_all/gradient_norm_auc":
+            return "MIA AUC gradient norm (all parameters, train mode, open-unlearning)"
+        return None
+
+    def verdict(self, report) -> list[str]:
+        return auc_verdicts(report.get("after") or {}, ["mia_grad_all/gradient_norm"])
