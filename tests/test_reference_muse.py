@@ -138,3 +138,15 @@ def test_privleak_on_muse_data_divides_by_muses_constant():
     assert "0.477 from MUSE's retrain AUC for News" in line
     with pytest.raises(ValueError, match="MUSE's corpora"):
         PrivLeak(retrain_auc="wiki")
+
+
+def test_verbmem_scores_muses_own_verbmem_outputs_as_muse():
+    # verbmem.eval's logged (truth, continuation) pairs, scored by VerbMem's ROUGE (text, F1).
+    # MUSE compares max_new_tokens generated tokens with max_new_tokens - 1 true ones (its truth
+    # is tokenised with the BOS and then cut); VerbMem compares equal lengths of its documents.
+    from lightning_unlearn.evaluation.rouge import rouge_l
+
+    ref = MUSE["verbmem_eval"]
+    assert [len(g) for g in ref["gt_short"]] == [ref["max_new_tokens"] - 1] * len(ref["gts"])
+    ours = rouge_l(ref["responses"], ref["gt_short"])["f1"]
+    np.testing.assert_allclose(ours, ref["rougeL_f1"], rtol=0, atol=1e-6)
