@@ -161,7 +161,7 @@ def run_one(
                if step in workflow.measurements]  # fmt: skip
     stop = None
     if "stop" in workflow.measurements:
-        stop = point(workflow._stop_step, workflow.measurements["stop"])
+        stop = point(workflow.stop_step, workflow.measurements["stop"])
     checks = [
         {"step": c["step"], "train_seconds": c["train_seconds"], "tokens": c["tokens"],
          "forget_ppl": c["ppl"]}

@@ -47,7 +47,7 @@ from .data.cache import splits_fingerprint
 from .evaluation.base import MetricResult, ModelMetric, UnlearningMetric
 from .evaluation.callbacks import ApproximateRetrainStopping
 from .evaluation.metrics import EVAL_SPLITS, default_metrics
-from .evaluation.report import build_report, format_markdown_table, format_table, write_report
+from .evaluation.report import build_report, format_markdown_table, write_report
 from .evaluation.results import approximate_target
 from .evaluation.runner import evaluate_model
 from .evaluation.schedule import AdaptiveChecks, window_key
@@ -227,7 +227,7 @@ class UnlearningWorkflow(Callback):
         )
         if cache is not None and cache.is_file():
             return Measurement.from_json(json.loads(cache.read_text()))
-        loaded = model if path is None else self._load(path, gguf_file=gguf_file)
+        loaded = model if path is None else self.load(path, gguf_file=gguf_file)
         exclude = {k: set(v) for k, v in (exclude or {}).items()}
         evaluator = evaluate_model(
             loaded, datamodule.eval_loaders(splits), metrics=self._of_kind("tokens"),
@@ -283,11 +283,19 @@ class UnlearningWorkflow(Callback):
             loaders = datamodule.eval_loaders(
                 None if splits is None else [s for s in splits if s in datamodule.eval_sources]
             )
-            evaluator = evaluate_model(self._load(path), loaders, metrics=[])
+            evaluator = evaluate_model(self.load(path), loaders, metrics=[])
             self._other_documents[path] = evaluator.last_documents
         return self._other_documents[path]
 
-    def _load(self, path: str, *, gguf_file: str | None = None) -> torch.nn.Module:
+    @property
+    def stop_step(self) -> int | None:
+        """The step at which the stop fired (``halt=True``) or would have (``halt=False``);
+        ``None`` before it did."""
+        return self._stop_step
+
+    def load(self, path: str, *, gguf_file: str | None = None) -> torch.nn.Module:
+        """The causal LM at ``path`` in eval mode, loaded once per workflow (a fixed checkpoint
+        the workflow measures or attacks)."""
         if path not in self._models:
             from .models import load_causal_lm
 
@@ -332,6 +340,7 @@ class UnlearningWorkflow(Callback):
         self.seconds["before"] = time.perf_counter() - self._started
         self.attach(module, datamodule, checks=True)
         if self.target_ppl is None:
+            self._require_perplexity(datamodule)
             self.target_ppl = approximate_target(self.before.values, split=self.reference_split)
         if self.stop is not None and self.stop.target_ppl is None:
             self.stop.target_ppl = self.target_ppl
@@ -368,6 +377,17 @@ class UnlearningWorkflow(Callback):
             log.info("before: reused the measurement in %s (same weights, data and metrics)",
                      self._before_cache)  # fmt: skip
         return Measurement.from_json(json.loads(self._before_cache.read_text()))
+
+    def _require_perplexity(self, datamodule: Any) -> None:
+        """The target is the reference split's perplexity: name the metric when none made it."""
+        key = f"{self.reference_split}/ppl"
+        has_split = self.reference_split in getattr(datamodule, "eval_sources", {})
+        if key not in self.before.values and has_split:
+            raise ValueError(
+                f"the approximate-retrain target is the original model's '{key}', which no "
+                f"configured metric computes ({[type(m).__name__ for m in self.metrics]}): add "
+                "lightning_unlearn.evaluation.Perplexity to the metrics, or give target_ppl"
+            )
 
     def run(
         self,
@@ -629,11 +649,6 @@ class UnlearningWorkflow(Callback):
         self.train_tokens = int(state_dict.get("train_tokens", 0))
         if self.stop is not None and state_dict.get("stop") is not None:
             self.stop.load_state_dict(state_dict["stop"])
-
-    # ------------------------------------------------------------------ printing
-    @staticmethod
-    def table(report: Mapping[str, Any]) -> str:
-        return format_table(report)
 
 
 def _window_baseline(before: Measurement, datamodule: Any, split: str) -> dict[int, float]:

@@ -112,3 +112,39 @@ def test_benchmarks_import_no_private_name_of_the_library():
                 parts = module.split(".") + names
                 private += [f"{path.name}: {module} {n}" for n in parts if n.startswith("_")]
     assert not private, private
+
+
+def _workflow_private_names() -> set[str]:
+    """Private attributes and methods the workflow module defines (``self._x = ...``,
+    ``def _x``, ``_x: ...`` in a class body)."""
+    tree = ast.parse((PACKAGE / "workflow.py").read_text(encoding="utf-8"))
+    names = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Attribute) and isinstance(node.ctx, ast.Store):
+            if isinstance(node.value, ast.Name) and node.value.id == "self":
+                names.add(node.attr)
+        elif isinstance(node, ast.ClassDef):
+            for item in node.body:
+                if isinstance(item, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                    names.add(item.name)
+                elif isinstance(item, ast.AnnAssign) and isinstance(item.target, ast.Name):
+                    names.add(item.target.id)
+    return {n for n in names if n.startswith("_") and not n.startswith("__")}
+
+
+def test_nothing_outside_the_workflow_touches_its_private_attributes():
+    """The workflow's seam is its public surface (``stop_step``, ``load``, ``measure*``...): no
+    module of the library or the benchmarks reads or writes a private name the workflow defines
+    on anything but ``self``."""
+    private = _workflow_private_names()
+    assert {"_stop_step", "_models", "_adaptive"} <= private  # the walker sees them
+    files = [p for p in PACKAGE.rglob("*.py") if p.name != "workflow.py"]
+    files += sorted((PACKAGE.parent / "benchmarks").glob("*.py"))
+    found = []
+    for path in files:
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Attribute) and node.attr in private:
+                owner = node.value
+                if not (isinstance(owner, ast.Name) and owner.id in ("self", "cls")):
+                    found.append(f"{path.name}:{node.lineno} .{node.attr}")
+    assert not found, found

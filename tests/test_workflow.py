@@ -189,3 +189,22 @@ def test_a_second_identical_fit_reuses_the_before_measurement(
     assert second["before"] == first["before"]
     assert second["phase_seconds"]["before"] < first["phase_seconds"]["before"]
     assert "before: reused from" in (tmp_path / "second" / "report.md").read_text()
+
+
+def test_metrics_without_perplexity_name_the_missing_metric(
+    tiny_model_dir, tiny_corpus_dir, tmp_path, capsys
+):
+    """The target is the approximate split's perplexity: metrics that leave Perplexity out are
+    refused naming it (not 'approximate split is empty'), nothing written."""
+    cfg = write_config(
+        tmp_path / "config.yaml", tiny_model_dir, tiny_corpus_dir, tmp_path / "cache"
+    )
+    config = yaml.safe_load(cfg.read_text())
+    config["metrics"] = [{"class_path": "toy_metrics.TokenCount"}]
+    cfg.write_text(yaml.safe_dump(config))
+    out = tmp_path / "run"
+    assert main(["fit", "--config", str(cfg), "--output_dir", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "'approximate/ppl', which no configured metric computes (['TokenCount'])" in err
+    assert "add lightning_unlearn.evaluation.Perplexity" in err
+    assert not (out / "report.json").exists()

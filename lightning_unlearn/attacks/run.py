@@ -61,7 +61,7 @@ def run_attacks(
     variants: dict[str, dict[str, Any]] = {}
     for attack in attacks:
         for end, model in ends.items():
-            net = workflow._load(model) if isinstance(model, str) else model
+            net = workflow.load(model) if isinstance(model, str) else model
             for name, copy, excluded in attack.variants(net, datamodule):
                 measured = workflow.measure_checkpoint(
                     copy, datamodule, generation=False, splits=splits,

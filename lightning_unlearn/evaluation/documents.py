@@ -11,7 +11,6 @@ documents in the same order: metrics computed from them agree on one process and
 
 from __future__ import annotations
 
-import math
 from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any
@@ -188,8 +187,3 @@ def _gather(local: dict[str, list]) -> list[dict[str, list]]:
     parts: list[Any] = [None] * dist.get_world_size()
     dist.all_gather_object(parts, local)
     return parts
-
-
-def nan_if_empty(total: float, count: int) -> float:
-    """``total / count``, NaN when ``count`` is 0."""
-    return total / count if count else math.nan

@@ -628,4 +628,4 @@ def _lr_lambda(warmup: int, total: int, kind: str):
 
 
 # re-exported helpers for subclasses
-__all__ = ["UnlearningModule", "DivergenceError", "RetainTerm", "RETAIN_TERMS", "token_nll"]
+__all__ = ["UnlearningModule", "DivergenceError", "RetainTerm", "RETAIN_TERMS"]
