@@ -244,6 +244,24 @@ def test_windows_per_document_keeps_each_documents_first_windows(tiny_datamodule
         UnlearningDataModule(**kw, windows_per_document=1, packing=True)
 
 
+def test_training_windows_of_a_source_with_parts_carry_their_part(tiny_datamodule_kwargs):
+    kw = {**tiny_datamodule_kwargs, "max_length": 12}
+    forget = [kw["forget"], kw["general"]]
+    dm = UnlearningDataModule(**{**kw, "forget": forget}, batch_size=3, windows_per_document=2)
+    dm.setup("fit")
+    sizes = [len(read_documents(DataSource(path=p))) for p in forget]
+    data = dm.train_dataset("forget")
+    assert data["part"] == [int(d >= sizes[0]) for d in data["doc_index"]]
+    assert set(data["part"]) == {0, 1}
+    seen = []
+    for batch, _, _ in dm.train_dataloader():
+        assert batch["forget"]["part"].shape == (len(batch["forget"]["input_ids"]),)
+        assert "part" not in batch["retain"]  # one part only
+        seen += batch["forget"]["part"].tolist()
+    assert sorted(seen) == sorted(data["part"])
+    assert "part" not in dm.eval_dataset("forget").column_names  # evaluation: no part
+
+
 def test_missing_pad_token_gets_eos_with_a_notice(tiny_datamodule_kwargs, caplog):
     dm = UnlearningDataModule(**tiny_datamodule_kwargs)
     with caplog.at_level(logging.INFO, logger="lightning_unlearn.data"):

@@ -275,6 +275,32 @@ def test_rmu_steers_forget_activations_and_trains_only_chosen_layers(
     assert not torch.allclose(acts, states[1], atol=1e-3)
 
 
+def test_rmu_direction_per_part_steers_each_part_to_its_own_direction(tiny_model_dir, forget_batch):
+    """The WMDP code steers each forget corpus to a random direction of its own; with
+    direction_per_part a batch's ``part`` picks each row's direction (part 0 is ``u``)."""
+    kw = dict(layer=1, steering_coefficient=6.5, seed=3)
+    per_part = build(RepresentationMisdirection, tiny_model_dir, direction_per_part=True, **kw)
+    single = build(RepresentationMisdirection, tiny_model_dir, **kw)
+    hidden = per_part.hf_model.config.hidden_size
+    u = [steering_vector(hidden, coefficient=6.5, seed=3 + k) for k in (0, 1)]
+    assert torch.equal(u[0], per_part.steering) and not torch.allclose(u[0], u[1])
+    assert u[1].norm().item() == pytest.approx(6.5, rel=1e-5)
+    parts = torch.tensor([1, 0, 1, 0])
+    batch = {**forget_batch, "part": parts}
+    with torch.no_grad():
+        acts = per_part.activations(forget_batch)
+        mask = forget_batch["attention_mask"].float()
+        sq = torch.stack([(acts[i] - u[int(k)]).square().mean(-1) for i, k in enumerate(parts)])
+        expected = ((sq * mask).sum() / mask.sum()).item()
+        assert per_part.forget_loss(batch).item() == pytest.approx(expected, rel=1e-6)
+        # without parts, or without the option, every row goes to u
+        assert per_part.forget_loss(forget_batch).item() == pytest.approx(
+            single.forget_loss(batch).item(), rel=1e-6
+        )
+        # (random positive directions are close: cosine ~0.75, so the losses differ a little)
+        assert abs(per_part.forget_loss(forget_batch).item() - expected) > 1e-4
+
+
 def test_rmu_bad_layer_is_named(tiny_model_dir):
     with pytest.raises(ValueError, match=r"layer indices \[5\].*2 decoder layers"):
         build(RepresentationMisdirection, tiny_model_dir, layer=5, trainable_layers=[1])

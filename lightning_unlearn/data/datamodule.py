@@ -33,6 +33,8 @@ subclasses), so Lightning adds no sampler of its own:
 
 from __future__ import annotations
 
+import bisect
+import itertools
 import logging
 import math
 import os
@@ -52,7 +54,7 @@ from .cache import (
     load_or_build,
     tokenizer_fingerprint,
 )
-from .sources import DataSource, QARecord, SourceError, read_documents, read_qa
+from .sources import DataSource, QARecord, SourceError, read_documents, read_parts, read_qa
 from .tokenize import (
     QA_FORMAT_VERSION,
     PadCollator,
@@ -73,7 +75,9 @@ class ChunkDataset(Dataset):
     ``prompt_len`` for question–answer rows, which the collator turns into masked labels)."""
 
     def __init__(self, data, *, with_eval_columns: bool = False) -> None:
-        columns = [c for c in ("input_ids", "position_ids", "prompt_len") if c in data.column_names]
+        columns = [
+            c for c in ("input_ids", "position_ids", "prompt_len", "part") if c in data.column_names
+        ]
         if with_eval_columns:
             columns += ["zlib_len", "doc_index"]
         self._num_tokens = data["num_tokens"] if "num_tokens" in data.column_names else None
@@ -450,6 +454,7 @@ class UnlearningDataModule(LightningDataModule):
         self._eval: dict[str, Any] = {}
         self._memo: dict[tuple, Any] = {}
         self._qa_memo: dict[str, list[QARecord]] = {}
+        self._part_sizes: dict[tuple, list[int]] = {}  # documents per part of a source with parts
         self._resume: tuple[int, int] | None = None  # (epoch, batches done) from a checkpoint
 
     # ------------------------------------------------------------------ tokenizer
@@ -564,7 +569,12 @@ class UnlearningDataModule(LightningDataModule):
             return data
         tokenizer = self.tokenizer
         source = self._with_limit(source)
-        texts = read_documents(source, role=role)
+        if source.parts is not None:  # remember which part each document came from
+            per_part = read_parts(source, role=role)
+            texts = [t for part in per_part for t in part]
+            self._part_sizes[memo_key] = [len(part) for part in per_part]
+        else:
+            texts = read_documents(source, role=role)
         layout = "packed" if packed else "chunked"
         key = cache_key(
             tokenizer=tokenizer_fingerprint(tokenizer),
@@ -640,11 +650,22 @@ class UnlearningDataModule(LightningDataModule):
             for role, source in self.train_sources.items():
                 if role not in self._train:
                     data = self._build(role, source, packed=self.packing)
+                    data = self._with_part(source, data)
                     self._train[role] = self._first_windows(role, source, data)
         if stage in (None, "fit", "validate", "test"):
             for role, source in self.eval_sources.items():
                 if role not in self._eval:
                     self._eval[role] = self._build(role, source, packed=False)
+
+    def _with_part(self, source: DataSource, data):
+        """Training windows of a source with ``parts`` carry ``part``: the index of the part their
+        document came from (packed: their first document's), for methods that treat the parts
+        differently (RMU's ``direction_per_part``)."""
+        sizes = self._part_sizes.get((repr(source), self.packing))
+        if sizes is None or "doc_index" not in data.column_names:
+            return data
+        bounds = list(itertools.accumulate(sizes))
+        return data.add_column("part", [bisect.bisect_right(bounds, d) for d in data["doc_index"]])
 
     def _first_windows(self, role: str, source: DataSource, data):
         """The training windows, each document's first ``windows_per_document`` of them."""

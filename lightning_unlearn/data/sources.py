@@ -57,7 +57,7 @@ from typing import Any
 
 log = logging.getLogger(__name__)
 
-__all__ = ["DataSource", "QARecord", "read_documents", "read_qa", "SourceError"]
+__all__ = ["DataSource", "QARecord", "read_documents", "read_parts", "read_qa", "SourceError"]
 
 _TABLE_SUFFIXES = (".jsonl", ".json", ".csv", ".parquet")
 
@@ -400,7 +400,7 @@ def read_documents(source: DataSource, *, role: str = "data") -> list[str]:
     if source.is_qa:  # e.g. for hashing the forget set; the data module reads records
         return [f"{r.question}\n{r.answer}" for r in read_qa(source, role=role)]
     if source.parts is not None:
-        texts = [t for part in source.parts for t in read_documents(part, role=role)]
+        texts = [t for part in read_parts(source, role=role) for t in part]
     elif source.path is not None:
         path = _check_path(source, role)
         texts = _read_directory(path, source) if path.is_dir() else _read_file(path, source)
@@ -424,6 +424,22 @@ def read_documents(source: DataSource, *, role: str = "data") -> list[str]:
     if source.limit is not None:
         kept = kept[: source.limit]
     return kept
+
+
+def read_parts(source: DataSource, *, role: str = "data") -> list[list[str]]:
+    """The documents of each part of a source with ``parts``, in order (what
+    :func:`read_documents` concatenates); the source's own ``limit`` counts them all together."""
+    if source.parts is None:
+        raise SourceError(
+            f"{role} set {source.describe()} has no parts; read it with read_documents"
+        )
+    out, left = [], source.limit
+    for part in source.parts:
+        texts = read_documents(part, role=role)
+        if left is not None:
+            texts, left = texts[:left], max(left - len(texts), 0)
+        out.append(texts)
+    return out
 
 
 # ---------------------------------------------------------------------------------- QA records

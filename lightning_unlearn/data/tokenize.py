@@ -350,7 +350,8 @@ class PadCollator:
 
     ``labels`` equal ``input_ids`` with ``-100`` on padding; ``attention_mask`` is 0 on padding.
     Rows of question–answer records carry ``prompt_len``: their first ``prompt_len`` labels are
-    ``-100`` too, so only answer tokens are targets (in training and in evaluation).
+    ``-100`` too, so only answer tokens are targets (in training and in evaluation). Training rows
+    of a source with ``parts`` carry ``part``, passed on as a LongTensor.
     With ``split`` set (evaluation), the batch also carries ``"split": split`` and ``zlib_len``,
     ``doc_index`` and (when the rows have it) ``window_index`` as LongTensors.
 
@@ -391,6 +392,8 @@ class PadCollator:
         }
         if packed:
             batch["position_ids"] = position_ids
+        if "part" in rows[0]:  # training windows of a source with parts: which part
+            batch["part"] = torch.tensor([int(r["part"]) for r in rows], dtype=torch.long)
         if self.split is not None:
             batch["split"] = self.split
             batch["zlib_len"] = torch.tensor([int(r["zlib_len"]) for r in rows], dtype=torch.long)

@@ -15,6 +15,11 @@ the frozen activations come from the same module with adapters disabled.
 
 The objective is on activations, not likelihood: the model's next-token predictions on forget
 text degrade as a consequence of the scrambled middle-layer representation.
+
+The WMDP code unlearns several corpora at once (bio and cyber) with one random direction per
+corpus. With ``direction_per_part`` a forget source with several ``parts`` does the same: each
+training window carries the index ``k`` of the part it came from and is steered to ``c * u_k``
+(``u_0`` is the single-direction ``u``; ``u_k`` is drawn with seed ``seed + k``).
 """
 
 from __future__ import annotations
@@ -64,6 +69,9 @@ class RepresentationMisdirection(UnlearningModule):
             adapted modules; their adapters train.
         retain_weight: ``alpha``, the weight of the retain term (paper, Zephyr-7B: 1200).
         seed: seed of the random direction ``u``.
+        direction_per_part: steer the windows of each part of a forget source with ``parts`` to a
+            direction of their own (the WMDP code: one per corpus); batches without ``part``
+            use ``u``.
         **kwargs: see :class:`UnlearningModule`.
     """
 
@@ -77,6 +85,7 @@ class RepresentationMisdirection(UnlearningModule):
         trainable_modules: list[str] | None = None,
         retain_weight: float = 1200.0,
         seed: int = 0,
+        direction_per_part: bool = False,
         **kwargs,
     ) -> None:
         if layer < 0:
@@ -96,6 +105,8 @@ class RepresentationMisdirection(UnlearningModule):
         self.trainable_layers = [int(i) for i in trainable_layers]
         self.trainable_modules = list(trainable_modules or ["mlp.down_proj"])
         self.seed = int(seed)
+        self.direction_per_part = bool(direction_per_part)
+        self._part_directions: dict[int, Tensor] = {}
         # c * u, set in configure_model once the hidden size is known
         self.register_buffer("steering", None, persistent=False)
 
@@ -185,9 +196,24 @@ class RepresentationMisdirection(UnlearningModule):
         return self._activations(self.reference, decoder_layers(self.reference)[self.layer], batch)
 
     # ------------------------------------------------------------------ the terms
+    def steering_targets(self, batch: dict[str, Tensor]) -> Tensor:
+        """``c * u`` (``[hidden]``), or with ``direction_per_part`` and a batch that carries
+        ``part``, each row's ``c * u_part`` (``[batch, 1, hidden]``)."""
+        if not self.direction_per_part or "part" not in batch:
+            return self.steering
+        rows = []
+        for k in batch["part"].tolist():
+            if k not in self._part_directions:
+                self._part_directions[k] = steering_vector(
+                    self.steering.numel(), coefficient=self.steering_coefficient, seed=self.seed + k
+                )
+            rows.append(self._part_directions[k])
+        return torch.stack(rows).to(self.steering.device)[:, None, :]
+
     def forget_loss(self, batch: dict[str, Tensor]) -> Tensor:
         acts = self.activations(batch)
-        return activation_mse(acts, self.steering.to(acts.dtype), batch.get("attention_mask"))
+        target = self.steering_targets(batch).to(acts.device, acts.dtype)
+        return activation_mse(acts, target, batch.get("attention_mask"))
 
     def retain_loss(self, batch: dict[str, Tensor]) -> Tensor:
         return activation_mse(
