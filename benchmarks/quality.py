@@ -76,6 +76,31 @@ METHODS: tuple[tuple[str, str, str | None, dict], ...] = (
 TTF_METHODS = ("GA", "GA+GD in-dist")
 
 
+def method_rows(names: Sequence[str]) -> list[tuple[str, str, str | None, dict]]:
+    """The rows of ``METHODS`` named, in that order; a dotted class path (a method of your own,
+    outside the package) becomes a row of its own: in-distribution retain data when the class
+    trains on retain batches, its defaults otherwise."""
+    from lightning_unlearn.planner import method_needs
+
+    table = {m[0]: m for m in METHODS}
+    rows = []
+    for name in names:
+        if name in table:
+            rows.append(table[name])
+        elif "." in name:
+            try:
+                needs = method_needs(name)
+            except ValueError as err:
+                raise SystemExit(str(err)) from None
+            rows.append((name, name, "retain" if needs.uses_retain else None, {}))
+        else:
+            raise SystemExit(
+                f"unknown method {name!r}; choose from {[m[0] for m in METHODS]} or give the "
+                "dotted class path of an UnlearningModule subclass"
+            )
+    return rows
+
+
 # ----------------------------------------------------------------------------------- measuring
 def _flat(metrics: dict[str, float]) -> dict[str, Any]:
     """Keep what this benchmark's tables need: per-split perplexity and MIA AUCs (None when
@@ -112,14 +137,14 @@ def run_one(
     import lightning as L
     from lightning.pytorch import Callback
 
-    import lightning_unlearn
     from lightning_unlearn.demo import cpu_trainer
     from lightning_unlearn.methods import DivergenceError
+    from lightning_unlearn.planner import method_class
     from lightning_unlearn.workflow import UnlearningWorkflow
 
     L.seed_everything(task.settings.seed, verbose=False)
     data = task.data(retain=retain, **data_options)
-    cls = getattr(lightning_unlearn, cls_name)
+    cls = method_class(cls_name)
     module = cls(
         str(task.seen_dir), learning_rate=lr, warmup_ratio=0.0, scheduler="constant", **kwargs
     )
@@ -833,7 +858,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--methods",
         nargs="+",
         default=None,
-        help=f"subset of {[m[0] for m in METHODS]} (default: all)",
+        help=f"subset of {[m[0] for m in METHODS]} or dotted class paths of your own methods "
+        "(default: all)",
     )
     p.add_argument(
         "--lrs",
@@ -918,11 +944,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         methods = args.methods or [m[0] for m in METHODS]
         budgets = args.budgets  # None: set from the epoch length below
         check_every = args.check_every
-    unknown = set(methods) - {m[0] for m in METHODS}
-    if unknown:
-        raise SystemExit(
-            f"unknown methods {sorted(unknown)}; choose from {[m[0] for m in METHODS]}"
-        )
+    rows = method_rows(methods)
     lrs = args.lrs or (
         [1e-3, 1e-2] if args.smoke else [settings.unlearn_lr, 3 * settings.unlearn_lr]
     )
@@ -987,9 +1009,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "complete": False,
     }
     done = {(r["method"], r["learning_rate"]): r for r in (previous or {}).get("runs", [])}
-    table = {m[0]: m for m in METHODS}
-    for name in methods:  # in the order asked for: the most informative first
-        _, cls_name, retain, kwargs = table[name]
+    for name, cls_name, retain, kwargs in rows:  # in the order asked for: the most informative first
         for lr in lrs:
             if (name, lr) in done:
                 results["runs"].append(done[(name, lr)])

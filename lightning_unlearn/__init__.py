@@ -1,24 +1,7 @@
 """lightning-unlearn: make a pre-trained language model forget documents, and measure it."""
 
-from .methods import (
-    UNDIAL,
-    AdversarialSamples,
-    CrossEntropyUnlearning,
-    DivergenceError,
-    GradientAscent,
-    GradientAscentDescent,
-    GradientAscentKL,
-    NegativePreferenceOptimization,
-    PreferenceUnlearning,
-    PrimalDualUnlearning,
-    RandomLabels,
-    RepresentationMisdirection,
-    SatImp,
-    SimNPO,
-    UnlearningModule,
-    WeightedGradientAscent,
-    WhosHarryPotter,
-)
+from . import methods as _methods
+from .methods import *  # noqa: F403 - the methods package's list (methods.METHODS) is the one list
 from .models import LoraSettings, load_causal_lm, load_tokenizer
 from .version import __version__ as __version__
 from .workflow import Measurement, UnlearningWorkflow
@@ -39,24 +22,8 @@ def __getattr__(name: str):
 
 
 __all__ = [
-    "UnlearningModule",
-    "DivergenceError",
-    "GradientAscent",
-    "GradientAscentDescent",
-    "GradientAscentKL",
-    "AdversarialSamples",
-    "RandomLabels",
-    "NegativePreferenceOptimization",
-    "SimNPO",
-    "RepresentationMisdirection",
-    "UNDIAL",
-    "WhosHarryPotter",
-    "PreferenceUnlearning",
-    "WeightedGradientAscent",
-    "SatImp",
-    "CrossEntropyUnlearning",
-    "PrimalDualUnlearning",
-    "UnlearningDataModule",
+    *_methods.__all__,
+    "UnlearningDataModule",  # noqa: F405 - loaded on first use (_LAZY)
     "UnlearningWorkflow",
     "Measurement",
     "LoraSettings",

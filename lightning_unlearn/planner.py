@@ -39,6 +39,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .methods import METHODS as BUILTIN_METHODS
+
 GIB = 1024**3
 #: CUDA context, NCCL buffers, allocator fragmentation: a flat allowance per GPU
 RUNTIME_OVERHEAD_BYTES = 2 * GIB
@@ -159,25 +161,9 @@ class MethodNeeds:
     trainable_modules: tuple[str, ...] | None = None
 
 
-#: short names of the shipped methods and the class each names (a dotted class path of your own
-#: subclass works as well)
-METHODS: dict[str, str] = {
-    "ga": "GradientAscent",
-    "ga_gd": "GradientAscentDescent",
-    "ga_kl": "GradientAscentKL",
-    "rl": "RandomLabels",
-    "as": "AdversarialSamples",
-    "npo": "NegativePreferenceOptimization",
-    "simnpo": "SimNPO",
-    "rmu": "RepresentationMisdirection",
-    "undial": "UNDIAL",
-    "whp": "WhosHarryPotter",
-    "dpo": "PreferenceUnlearning",
-    "wga": "WeightedGradientAscent",
-    "satimp": "SatImp",
-    "ce_u": "CrossEntropyUnlearning",
-    "pdu": "PrimalDualUnlearning",
-}
+#: short names of the shipped methods and the class each names (from ``methods.METHODS``, the one
+#: list; a dotted class path of your own subclass works as well)
+METHODS: dict[str, str] = {short: cls.__name__ for short, cls in BUILTIN_METHODS.items()}
 #: options a class cannot be built without (they do not change what it holds in memory)
 REQUIRED_OPTIONS: dict[str, dict[str, Any]] = {"PrimalDualUnlearning": {"retain_bound": 1.0}}
 
@@ -187,15 +173,13 @@ def method_class(method: str) -> type:
     class path (``my_package.MyMethod``)."""
     import importlib
 
-    import lightning_unlearn
-
     key = method.lower().replace("-", "_").replace("+", "_")
     name = METHODS.get(key)
     if name is None:
         short = method.rsplit(".", 1)[-1]
         name = next((n for n in METHODS.values() if n.lower() == short.lower()), None)
     if name is not None:
-        return getattr(lightning_unlearn, name)
+        return next(c for c in BUILTIN_METHODS.values() if c.__name__ == name)
     module, _, attr = method.rpartition(".")
     if module:
         try:

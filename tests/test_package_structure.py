@@ -148,3 +148,38 @@ def test_nothing_outside_the_workflow_touches_its_private_attributes():
                 if not (isinstance(owner, ast.Name) and owner.id in ("self", "cls")):
                     found.append(f"{path.name}:{node.lineno} .{node.attr}")
     assert not found, found
+
+
+def test_one_method_list_feeds_the_planner_the_top_level_and_the_benchmarks():
+    """``methods.METHODS`` is the one list: every UnlearningModule subclass a file of the methods
+    package defines is in it, the planner's short names and the top-level exports are read from
+    it, and every class the quality benchmark's grid names is one of them."""
+    import importlib
+    import inspect
+    import sys
+
+    from lightning_unlearn import methods, planner
+    from lightning_unlearn.methods.base import UnlearningModule
+
+    defined = set()
+    for path in (PACKAGE / "methods").glob("*.py"):
+        module = importlib.import_module(f"lightning_unlearn.methods.{path.stem}")
+        defined |= {c for _, c in inspect.getmembers(module, inspect.isclass)
+                    if issubclass(c, UnlearningModule) and c is not UnlearningModule
+                    and c.__module__ == module.__name__}  # fmt: skip
+    assert defined == set(methods.METHODS.values())
+    assert {k: c.__name__ for k, c in methods.METHODS.items()} == planner.METHODS
+    for cls in methods.METHODS.values():
+        assert cls.__name__ in lightning_unlearn.__all__
+        assert getattr(lightning_unlearn, cls.__name__) is cls
+    sys.path.insert(0, str(PACKAGE.parent / "benchmarks"))
+    try:
+        spec = importlib.util.spec_from_file_location(
+            "benchmarks_quality_methods", PACKAGE.parent / "benchmarks" / "quality.py"
+        )
+        quality = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(quality)
+    finally:
+        sys.path.pop(0)
+    for _, cls_name, _, _ in quality.METHODS:
+        assert planner.method_class(cls_name) in methods.METHODS.values(), cls_name

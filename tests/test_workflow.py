@@ -208,3 +208,44 @@ def test_metrics_without_perplexity_name_the_missing_metric(
     assert "'approximate/ppl', which no configured metric computes (['TokenCount'])" in err
     assert "add lightning_unlearn.evaluation.Perplexity" in err
     assert not (out / "report.json").exists()
+
+
+def test_a_method_from_outside_the_package_runs_by_its_dotted_path(
+    tiny_model_dir, tiny_corpus_dir, tmp_path, capsys
+):
+    """tests/toy_methods.py holds a class and nothing else: fit, the planner and the quality
+    benchmark's method selection take it by ``toy_methods.HalfGradientAscent``."""
+    import importlib.util
+    import sys
+    from pathlib import Path
+
+    from lightning_unlearn.planner import method_needs
+
+    path = "toy_methods.HalfGradientAscent"
+    cfg = write_config(tmp_path / "config.yaml", tiny_model_dir, tiny_corpus_dir, tmp_path / "cache")
+    config = yaml.safe_load(cfg.read_text())
+    config["model"]["class_path"] = path
+    config["trainer"]["max_steps"] = 2
+    cfg.write_text(yaml.safe_dump(config))
+    out = tmp_path / "run"
+    assert main(["fit", "--config", str(cfg), "--output_dir", str(out),
+                 "--stop_at_target", "false"]) == 0  # fmt: skip
+    report = json.loads((out / "report.json").read_text())
+    assert report["method"] == "HalfGradientAscent" and report["steps"] == 2
+    needs = method_needs(path)
+    assert (needs.name, needs.uses_retain, needs.reference) == ("HalfGradientAscent", True, False)
+    assert main(["plan", "--model", str(tiny_model_dir), "--method", path, "--gpus", "1",
+                 "--strategy", "deepspeed_zero2"]) == 0  # fmt: skip
+    assert "HalfGradientAscent" in capsys.readouterr().out
+    benchmarks = Path(__file__).resolve().parents[1] / "benchmarks"
+    sys.path.insert(0, str(benchmarks))
+    try:
+        spec = importlib.util.spec_from_file_location("quality_outside", benchmarks / "quality.py")
+        quality = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(quality)
+    finally:
+        sys.path.pop(0)
+    rows = quality.method_rows(["GA", path])
+    assert rows[0][1] == "GradientAscent" and rows[1] == (path, path, "retain", {})
+    with pytest.raises(SystemExit, match="unknown --method 'toy_methods.Nothing'"):
+        quality.method_rows(["toy_methods.Nothing"])
