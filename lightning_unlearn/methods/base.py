@@ -616,6 +616,17 @@ def _check_targets(batch: dict[str, Tensor], part: str) -> None:
 
 
 def _lr_lambda(warmup: int, total: int, kind: str):
+    """The learning-rate factor of optimizer step ``step`` (0-based): a linear warm-up over
+    ``warmup`` steps, then constant or a half cosine to 0 at ``total``.
+
+    Kept instead of transformers' ``get_cosine_schedule_with_warmup`` /
+    ``get_constant_schedule_with_warmup``, which agree without warm-up (the demo's
+    ``warmup_ratio: 0``) but differ with one (the method presets' 0.03): theirs takes its first step at
+    factor ``0/warmup`` (a step that changes nothing, one of the few an unlearning run takes)
+    where this one starts at ``1/warmup`` and reaches 1 on the last warm-up step; and past
+    ``total`` (a resumed run given more steps) their cosine rises again where this one stays at 0.
+    """
+
     def factor(step: int) -> float:
         if warmup and step < warmup:
             return (step + 1) / warmup
