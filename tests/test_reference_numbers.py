@@ -261,3 +261,20 @@ def test_all_parameter_gradient_norm_is_open_unlearnings():
     np.testing.assert_allclose(ours, GRADNORM["gradient_norm"], rtol=0, atol=1e-12)
     assert not model.training  # the model's mode is restored
     assert "all parameters, train mode" in metric.label("mia_grad_all/gradient_norm_auc")
+
+
+def test_verdicts_name_k_and_the_gradients_scope():
+    from lightning_unlearn.evaluation.mia import MembershipInference
+    from lightning_unlearn.evaluation.mia_attacks import GradientNormMembership
+
+    after = {f"mia/{s}_auc{x}": v for s in ("loss", "min_k", "min_k_plus_plus")
+             for x, v in (("", 0.5), ("_low", 0.4), ("_high", 0.6))}  # fmt: skip
+    after.update({f"mia_grad/gradient_norm_auc{x}": v for x, v in (("", 0.5), ("_low", 0.4),
+                                                                  ("_high", 0.6))})  # fmt: skip
+    lines = MembershipInference(k=0.4).verdict({"after": after})
+    assert "mia min_k (k = 0.4) AUC 0.500, 95% interval [0.400, 0.600]" in lines
+    assert "mia min_k_plus_plus (k = 0.4) AUC 0.500, 95% interval [0.400, 0.600]" in lines
+    assert "mia loss AUC 0.500, 95% interval [0.400, 0.600]" in lines
+    grad = GradientNormMembership().verdict({"after": after})
+    assert grad == ["mia_grad gradient_norm (output layer, eval mode) AUC 0.500, 95% interval "
+                    "[0.400, 0.600]"]  # fmt: skip

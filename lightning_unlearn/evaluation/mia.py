@@ -269,7 +269,8 @@ class MembershipInference(TokenMetric):
             f"{'PASS' if ok else 'FAIL'}: loss-MIA AUC {auc:.3f} "
             f"{'is' if ok else 'is not'} within ±{self.auc_tolerance:g} of 0.5 (chance)"
         ]
-        return lines + auc_verdicts(after, [f"mia/{name}" for name in MIA_SCORES])
+        k = {f"mia/{name}": f"k = {self.k:g}" for name in MIA_SCORES if "min_k" in name}
+        return lines + auc_verdicts(after, [f"mia/{name}" for name in MIA_SCORES], k)
 
 
 def add_auc(
@@ -283,16 +284,21 @@ def add_auc(
         result.values[f"{key}_auc_low"], result.values[f"{key}_auc_high"] = low, high
 
 
-def auc_verdicts(after: Mapping[str, Any], keys: list[str]) -> list[str]:
+def auc_verdicts(
+    after: Mapping[str, Any], keys: list[str], qualifiers: Mapping[str, str] | None = None
+) -> list[str]:
     """Every attack's AUC of the unlearned model with its interval; *over-unlearned* when the
     whole interval lies below 0.5 (the forget set now stands out as less familiar than unseen
-    text, which itself tells an attacker it was removed)."""
+    text, which itself tells an attacker it was removed). ``qualifiers``: per key, what follows
+    the attack's name (its k, its gradient's scope)."""
     lines = []
     for key in keys:
         auc, low, high = (after.get(f"{key}_auc{s}") for s in ("", "_low", "_high"))
         if auc is None or low is None or high is None:
             continue
         name = key.split("/", 1)[-1]
+        if qualifiers and qualifiers.get(key):
+            name += f" ({qualifiers[key]})"
         if over_unlearned((low, high)):
             lines.append(
                 f"OVER-UNLEARNED: {key.split('/')[0]} {name} AUC {auc:.3f}, 95% interval "

@@ -171,7 +171,8 @@ class GradientNormMembership(TokenMetric):
         return None
 
     def verdict(self, report) -> list[str]:
-        return auc_verdicts(report.get("after") or {}, ["mia_grad/gradient_norm"])
+        scope = {"mia_grad/gradient_norm": "output layer, eval mode"}
+        return auc_verdicts(report.get("after") or {}, ["mia_grad/gradient_norm"], scope)
 
 
 def parameter_gradient_norm(model: torch.nn.Module, input_ids: Tensor, *, p: float = 2) -> float:
@@ -262,4 +263,5 @@ class ParameterGradientNormMembership(GenerationMetric):
         return None
 
     def verdict(self, report) -> list[str]:
-        return auc_verdicts(report.get("after") or {}, ["mia_grad_all/gradient_norm"])
+        scope = {"mia_grad_all/gradient_norm": f"all parameters, train mode, p = {self.p:g}"}
+        return auc_verdicts(report.get("after") or {}, ["mia_grad_all/gradient_norm"], scope)
