@@ -205,6 +205,28 @@ def test_wmdp_and_mmlu_accuracy_match_direct_computation(tiny_model_dir, hf_cach
     assert model.training is False
 
 
+@pytest.mark.slow
+def test_an_mmlu_group_is_pooled_as_lm_eval_pools_it(tiny_model_dir, hf_cache, tmp_path):
+    """``mmlu_tasks: [mmlu]`` names lm-eval's group of subjects; a group of the local subjects
+    (``include_path``) stands in for it: its questions are counted over its tasks and its
+    accuracy is lm-eval's group figure, the subjects weighted by their questions."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    write_local_tasks(MMLU_SUBJECTS, MMLU, tmp_path)  # the subjects, read from the fixture
+    group = {"group": "mmlu_local", "task": MMLU_SUBJECTS,
+             "aggregate_metric_list": [{"metric": "acc", "weight_by_size": True}]}  # fmt: skip
+    (tmp_path / "mmlu_local.yaml").write_text(yaml.safe_dump(group))
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir).eval()
+    grouped = WMDP(subjects=[], mmlu_tasks=["mmlu_local"], include_path=str(tmp_path))
+    values = grouped.compute(model, tokenizer, {}).values
+    listed = WMDP(subjects=[], mmlu_tasks=MMLU_SUBJECTS, mmlu_dataset=str(MMLU))
+    listed = listed.compute(model, tokenizer, {}).values
+    assert values == pytest.approx(listed) and values["wmdp/mmlu_questions"] == 6
+    with pytest.raises(FileNotFoundError, match="include_path .* is not a folder"):
+        WMDP(include_path=str(tmp_path / "missing"))
+
+
 # ------------------------------------------------------------------ fit and evaluate
 def _local_config(tiny_model_dir, tmp_path) -> dict:
     """``wmdp_rmu.yaml`` as it ships, with the hub data swapped for the fixtures and Zephyr for

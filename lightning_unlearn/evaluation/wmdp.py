@@ -149,6 +149,9 @@ class WMDP(GenerationMetric):
             ``wmdp-bio``, ``wmdp-cyber``, ``wmdp-chem``); ``None``: the hub (needs the network).
         mmlu_dataset: a local copy of ``cais/mmlu`` (one config per subject; then list subject
             tasks in ``mmlu_tasks``); ``None``: the hub.
+        include_path: a folder of task YAMLs of your own that ``mmlu_tasks`` may name, e.g. the
+            local MMLU subjects (:func:`write_local_tasks`) and a group of them (``group: my_mmlu``,
+            ``task: [mmlu_astronomy, ...]``), to stand in for lm-eval's ``mmlu`` group.
         limit: questions per task (an int) or a fraction of them (a float < 1); ``None``: all.
         num_fewshot: examples in each prompt; ``None``: the tasks' own (0, as in the paper).
         batch_size: lm-eval's batch size.
@@ -164,6 +167,7 @@ class WMDP(GenerationMetric):
         mmlu_tasks: list[str] | None = None,
         wmdp_dataset: str | None = None,
         mmlu_dataset: str | None = None,
+        include_path: str | None = None,
         limit: int | float | None = None,
         num_fewshot: int | None = None,
         batch_size: int = 8,
@@ -182,6 +186,11 @@ class WMDP(GenerationMetric):
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size!r}")
         self.wmdp_dataset, self.mmlu_dataset = wmdp_dataset, mmlu_dataset
+        if include_path is not None and not Path(include_path).is_dir():
+            raise FileNotFoundError(
+                f"WMDP include_path '{include_path}' is not a folder of lm-eval task YAML files"
+            )
+        self.include_path = include_path
         self.limit, self.num_fewshot, self.batch_size = limit, num_fewshot, int(batch_size)
         self._include: tempfile.TemporaryDirectory | None = None
         self._manager = None
@@ -202,17 +211,20 @@ class WMDP(GenerationMetric):
         local = [(t, self.wmdp_dataset) for t in self.tasks[: len(self.subjects)]]
         local += [(t, self.mmlu_dataset) for t in self.mmlu_tasks]
         local = [(t, d) for t, d in local if d is not None]
-        if not local:
+        folders = [self.include_path] if self.include_path is not None else []
+        if local:
+            self._include = tempfile.TemporaryDirectory(prefix="lightning-unlearn-wmdp-")
+            for task, dataset in local:
+                write_local_tasks([task], dataset, self._include.name)
+            folders.insert(0, self._include.name)
+        if not folders:
             self._manager = TaskManager()
             return self._manager
-        self._include = tempfile.TemporaryDirectory(prefix="lightning-unlearn-wmdp-")
-        for task, dataset in local:
-            write_local_tasks([task], dataset, self._include.name)
         # lm-eval's thousands of built-in tasks are indexed only when a task is not local
-        everything_local = len(local) == len(self.tasks)
-        self._manager = TaskManager(
-            include_path=self._include.name, include_defaults=not everything_local
-        )
+        manager = TaskManager(include_path=folders, include_defaults=False)
+        if not all(t in manager.all_tasks or t in manager.all_groups for t in self.tasks):
+            manager = TaskManager(include_path=folders)
+        self._manager = manager
         return self._manager
 
     def run_lm_eval(self, model, tokenizer) -> dict[str, Any]:
