@@ -1009,7 +1009,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         "complete": False,
     }
     done = {(r["method"], r["learning_rate"]): r for r in (previous or {}).get("runs", [])}
-    for name, cls_name, retain, kwargs in rows:  # in the order asked for: the most informative first
+    for (
+        name,
+        cls_name,
+        retain,
+        kwargs,
+    ) in rows:  # in the order asked for: the most informative first
         for lr in lrs:
             if (name, lr) in done:
                 results["runs"].append(done[(name, lr)])

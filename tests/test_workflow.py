@@ -222,7 +222,9 @@ def test_a_method_from_outside_the_package_runs_by_its_dotted_path(
     from lightning_unlearn.planner import method_needs
 
     path = "toy_methods.HalfGradientAscent"
-    cfg = write_config(tmp_path / "config.yaml", tiny_model_dir, tiny_corpus_dir, tmp_path / "cache")
+    cfg = write_config(
+        tmp_path / "config.yaml", tiny_model_dir, tiny_corpus_dir, tmp_path / "cache"
+    )
     config = yaml.safe_load(cfg.read_text())
     config["model"]["class_path"] = path
     config["trainer"]["max_steps"] = 2
