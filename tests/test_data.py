@@ -262,6 +262,28 @@ def test_training_windows_of_a_source_with_parts_carry_their_part(tiny_datamodul
     assert "part" not in dm.eval_dataset("forget").column_names  # evaluation: no part
 
 
+def test_alternate_parts_gives_batches_of_one_part_taking_turns(tiny_datamodule_kwargs):
+    kw = {**tiny_datamodule_kwargs, "max_length": 12}
+    forget = {"parts": [kw["forget"], kw["general"]]}
+    dm = UnlearningDataModule(**{**kw, "forget": forget}, batch_size=2, alternate_parts=True)
+    dm.setup("fit")
+    data = dm.train_dataset("forget")
+    counts = Counter(data["part"])
+    turns = [b["forget"]["part"].tolist() for b, _, _ in dm.train_dataloader()]
+    # while both parts have windows left, the batches take turns and hold one part each
+    both = 2 * min(counts[0] // 2, counts[1] // 2)
+    assert [t[0] for t in turns[:both]] == [0, 1] * (both // 2)
+    assert all(len(set(t)) == 1 for t in turns[:both])
+    assert Counter(p for t in turns for p in t) == counts  # one pass over every window
+    # the order is the seeded one: a resumed epoch skips exactly the batches done
+    sampler = dm.train_dataloader().iterables["forget"].sampler
+    full = list(sampler)
+    sampler.resume_at(0, 4)
+    assert list(sampler) == full[4:]
+    with pytest.raises(ValueError, match="alternate_parts=True needs a forget source with parts"):
+        UnlearningDataModule(**kw, alternate_parts=True)
+
+
 def test_missing_pad_token_gets_eos_with_a_notice(tiny_datamodule_kwargs, caplog):
     dm = UnlearningDataModule(**tiny_datamodule_kwargs)
     with caplog.at_level(logging.INFO, logger="lightning_unlearn.data"):

@@ -94,10 +94,13 @@ def test_the_config_names_the_hub_datasets_and_they_read_like_the_fixtures(hf_ca
     ]
 
 
-def test_cyber_only_variant_reads_the_hub_corpus_alone(hf_cache, monkeypatch, capsys):
+def test_cyber_only_variant_reads_the_hub_corpus_alone(
+    tiny_model_dir, tmp_path, hf_cache, monkeypatch, capsys
+):
     """``wmdp_rmu_cyber.yaml``, stacked on ``wmdp_rmu.yaml``, replaces the two-part forget source
     with the cyber corpus (no gated file) and says it is not the paper's experiment."""
     from lightning_unlearn.cli import main
+    from lightning_unlearn.data import UnlearningDataModule
 
     variant = CONFIG.with_name("wmdp_rmu_cyber.yaml")
     assert "NOT the paper's experiment" in variant.read_text()
@@ -110,6 +113,14 @@ def test_cyber_only_variant_reads_the_hub_corpus_alone(hf_cache, monkeypatch, ca
     assert forget.parts is None and forget.limit == 600
     docs = read_documents(DataSource.coerce(_local(vars(forget))))
     assert docs == [r["text"] for r in _jsonl(CORPORA / "cyber-forget-corpus.json")]
+    # the merged data options build a data module (nothing left over from the two-part config)
+    options = {k: v for k, v in data.items() if k not in ("forget", "retain", "approximate")}
+    options.update(tokenizer=str(tiny_model_dir), cache_dir=str(tmp_path / "cache"))
+    sources = {k: _local({f: v for f, v in data[k].items() if v is not None})
+               for k in ("forget", "retain", "approximate")}  # fmt: skip
+    module = UnlearningDataModule(**options, **sources)
+    module.setup("fit")
+    assert sorted(module.train_dataset("forget")["doc_index"]) == [0, 1, 2, 3]
 
 
 def test_gated_bio_forget_corpus_says_where_it_comes_from(tmp_path):

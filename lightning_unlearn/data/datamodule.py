@@ -167,11 +167,43 @@ class ResumableDistributedSampler(DistributedSampler):
     def resume_at(self, epoch: int, skip_indices: int) -> None:
         self._resume_epoch, self._skip = int(epoch), int(skip_indices)
 
+    def order(self) -> list[int]:
+        """This rank's indices for the current epoch, before any resume skip."""
+        return list(super().__iter__())
+
     def __iter__(self) -> Iterator[int]:
-        indices = list(super().__iter__())
+        indices = self.order()
         if self._resume_epoch == self.epoch and self._skip:
             indices = indices[self._skip :]
         return iter(indices)
+
+
+class PartAlternatingSampler(ResumableDistributedSampler):
+    """The forget sampler of ``alternate_parts``: batches of one part at a time, the parts taking
+    turns (part 0, part 1, ..., part 0, ...), each part in its own shuffled order.
+
+    The rank's shard and its order are :class:`ResumableDistributedSampler`'s; they are regrouped
+    into runs of ``batch_size`` indices of one part. A part whose windows run out leaves the turn;
+    its last, short run shares a batch with the next part's first windows.
+
+    Args:
+        parts: the part of every window of the dataset.
+        batch_size: windows per batch.
+        *args, **kwargs: see ``DistributedSampler``.
+    """
+
+    def __init__(self, *args: Any, parts: Sequence[int], batch_size: int, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.parts, self.batch_size = list(parts), int(batch_size)
+
+    def order(self) -> list[int]:
+        queues: dict[int, list[int]] = {}
+        for index in super().order():
+            queues.setdefault(self.parts[index], []).append(index)
+        runs = {k: [q[i : i + self.batch_size] for i in range(0, len(q), self.batch_size)]
+                for k, q in sorted(queues.items())}  # fmt: skip
+        turns = max((len(r) for r in runs.values()), default=0)
+        return [i for t in range(turns) for r in runs.values() if t < len(r) for i in r[t]]
 
 
 class CyclingBatchSampler(Sampler[list[int]]):
@@ -301,6 +333,9 @@ class UnlearningDataModule(LightningDataModule):
         packing: training only: lay documents end to end and cut into full ``max_length``
             windows without padding, instead of one or more padded windows per document. Not
             for question–answer sources (each record is one row whose prompt is masked).
+        alternate_parts: training only, for a forget source with ``parts``: each forget batch
+            holds windows of one part, the parts taking turns (the WMDP code's loop: a bio
+            batch, a cyber batch, ...); each part shuffled within itself.
         windows_per_document: training only: keep each document's first ``n`` windows (``1``:
             its first ``max_length`` tokens, as the WMDP code truncates its corpora); ``None``:
             every window. Evaluation splits keep every window; question–answer records are one
@@ -342,6 +377,7 @@ class UnlearningDataModule(LightningDataModule):
         max_length: int = 512,
         min_chunk_tokens: int = 5,
         packing: bool = False,
+        alternate_parts: bool = False,
         windows_per_document: int | None = None,
         batch_size: int = 4,
         retain_per_forget: int = 1,
@@ -389,6 +425,7 @@ class UnlearningDataModule(LightningDataModule):
         self.min_chunk_tokens = min_chunk_tokens
         self.packing = packing
         self.windows_per_document = windows_per_document
+        self.alternate_parts = bool(alternate_parts)
         self.batch_size = batch_size
         self.retain_per_forget = retain_per_forget
         self.eval_batch_size = eval_batch_size
@@ -407,6 +444,11 @@ class UnlearningDataModule(LightningDataModule):
             return None if value is None else DataSource.coerce(value)
 
         self.train_sources: dict[str, DataSource] = {"forget": coerce(forget)}
+        if alternate_parts and self.train_sources["forget"].parts is None:
+            raise ValueError(
+                f"alternate_parts=True needs a forget source with parts (forget: {{parts: [...]}}); "
+                f"forget {self.train_sources['forget'].describe()} has one part"
+            )
         if retain is not None:
             self.train_sources["retain"] = coerce(retain)
         if packing:
@@ -733,15 +775,15 @@ class UnlearningDataModule(LightningDataModule):
     # ------------------------------------------------------------------ loaders
     def train_dataloader(self) -> CombinedLoader:
         rank, world = self._rank_world()
-        forget = ChunkDataset(self.train_dataset("forget"))
-        sampler = ResumableDistributedSampler(
-            forget,
-            num_replicas=world,
-            rank=rank,
-            shuffle=self.shuffle,
-            seed=self.seed,
-            drop_last=False,
-        )
+        data = self.train_dataset("forget")
+        forget = ChunkDataset(data)
+        kwargs = dict(num_replicas=world, rank=rank, shuffle=self.shuffle, seed=self.seed)
+        if self.alternate_parts and "part" in data.column_names:
+            sampler = PartAlternatingSampler(
+                forget, parts=data["part"], batch_size=self.batch_size, drop_last=False, **kwargs
+            )
+        else:
+            sampler = ResumableDistributedSampler(forget, drop_last=False, **kwargs)
         loaders: dict[str, Any] = {
             "forget": DataLoader(
                 forget,
