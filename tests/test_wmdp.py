@@ -214,6 +214,16 @@ def test_wmdp_and_mmlu_accuracy_match_direct_computation(tiny_model_dir, hf_cach
     assert values["wmdp/mmlu_acc"] == pytest.approx(sum(mmlu) / 2, abs=1e-9)  # 3 + 3 questions
     assert values["wmdp/mmlu_questions"] == 6 and values["wmdp/mmlu_chance"] == 0.25
     assert model.training is False
+    # lm-eval seeds the global generators; the metric leaves the run's states as they were
+    import random
+
+    import numpy as np
+
+    random.seed(5), np.random.seed(5), torch.manual_seed(5)
+    expected = random.random(), np.random.rand(), torch.rand(1).item()
+    random.seed(5), np.random.seed(5), torch.manual_seed(5)
+    metric.compute(model, tokenizer, {})
+    assert (random.random(), np.random.rand(), torch.rand(1).item()) == expected
 
 
 @pytest.mark.slow

@@ -18,11 +18,14 @@ local copy list the subject tasks you have (``mmlu_astronomy``, ...).
 from __future__ import annotations
 
 import math
+import random
 import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import torch
 import yaml
 
 from .base import GenerationMetric, MetricResult, SplitTexts
@@ -236,15 +239,21 @@ class WMDP(GenerationMetric):
 
         manager = self.task_manager()
         was_training = model.training
+        # lm-eval seeds python's, numpy's and torch's generators: put the run's states back after
+        states = random.getstate(), np.random.get_state()
+        devices = [torch.cuda.current_device()] if torch.cuda.is_available() else []
         try:
-            lm = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=self.batch_size)
-            out = lm_eval.simple_evaluate(
-                model=lm, tasks=self.tasks, num_fewshot=self.num_fewshot, limit=self.limit,
-                task_manager=manager, log_samples=False, verbosity="WARNING",
-            )  # fmt: skip
+            with torch.random.fork_rng(devices=devices):
+                lm = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=self.batch_size)
+                out = lm_eval.simple_evaluate(
+                    model=lm, tasks=self.tasks, num_fewshot=self.num_fewshot, limit=self.limit,
+                    task_manager=manager, log_samples=False, verbosity="WARNING",
+                )  # fmt: skip
+                counts = _question_counts(get_task_dict(self.tasks, manager), self.limit)
         finally:
             model.train(was_training)
-        counts = _question_counts(get_task_dict(self.tasks, manager), self.limit)
+            random.setstate(states[0])
+            np.random.set_state(states[1])
         return {"results": out["results"], "counts": counts}
 
     # ------------------------------------------------------------------ the metric
