@@ -183,8 +183,10 @@ class PartAlternatingSampler(ResumableDistributedSampler):
     turns (part 0, part 1, ..., part 0, ...), each part in its own shuffled order.
 
     The rank's shard and its order are :class:`ResumableDistributedSampler`'s; they are regrouped
-    into runs of ``batch_size`` indices of one part. A part whose windows run out leaves the turn;
-    its last, short run shares a batch with the next part's first windows.
+    into runs of ``batch_size`` indices of one part. A part whose windows run out leaves the turn.
+    Batches are pure while every run is full: a part's last, short run (its windows not a multiple
+    of ``batch_size``) shares a batch with the windows after it, and the batches after it mix two
+    parts (the WMDP run has 300 + 300 windows in batches of 4: none).
 
     Args:
         parts: the part of every window of the dataset.
