@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 from scipy import stats
+from test_reference_numbers import load
 
 from lightning_unlearn.evaluation.benchmarks_math import (
     normalised_answer_probability,
@@ -48,13 +49,26 @@ def test_truth_ratio_by_hand_with_missing_answers():
         truth_ratio(perturbed, paraphrased[:2])
 
 
-def test_truth_ratio_score_by_hand_and_tofu_form():
+def test_truth_ratio_score_by_hand_and_against_tofus_output():
     # mean(max(0, 1 - 0.4), max(0, 1 - 2)) = mean(0.6, 0) = 0.3; the NaN question is skipped
     assert truth_ratio_score(torch.tensor([0.4, 2.0, NAN])) == pytest.approx(0.3)
-    # TOFU's aggregate_eval_stat stores s = 1/R and writes mean(max(0, 1 - 1/s)): the same number
-    s = np.array([1 / 0.4, 1 / 2.0])
-    assert np.mean(np.maximum(0, 1 - 1 / s)) == pytest.approx(0.3)
     assert math.isnan(truth_ratio_score([NAN]))
+    # TOFU's aggregate_eval_stat.py on its per-question losses (tofu_aggregate.json): the score of
+    # the ratios of retain, real authors and world facts is its "Truth Ratio" of each set
+    reference = load("tofu_aggregate.json")
+    for file, name in (("eval_log.json", "Retain"),
+                       ("eval_real_author_wo_options.json", "Real Authors"),
+                       ("eval_real_world_wo_options.json", "Real World")):  # fmt: skip
+        data = reference["unlearned"][file]
+        keys = list(data["avg_gt_loss"])  # TOFU stores losses: minus the mean token log-prob
+        perturbed = -torch.tensor(
+            [data["average_perturb_loss"][k] for k in keys], dtype=torch.float64
+        )
+        paraphrased = -torch.tensor(
+            [data["avg_paraphrased_loss"][k] for k in keys], dtype=torch.float64
+        )
+        score = truth_ratio_score(truth_ratio(perturbed, paraphrased))
+        assert score == pytest.approx(reference["model_utility"][f"Truth Ratio {name}"], abs=1e-12)
 
 
 def test_forget_quality_by_hand():

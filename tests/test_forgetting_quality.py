@@ -1,4 +1,5 @@
-"""NeurIPS 2023 unlearning-competition forgetting quality against numbers worked out by hand.
+"""NeurIPS 2023 unlearning-competition forgetting quality against numbers worked out by hand,
+and the reference's threshold search against metric.py's own output.
 
 Notation in the comments: u = unlearned column, r = retrained column (N = 3 models each),
 d = delta = 1e-5. "pos" is the population with the larger median (the unlearned one on a tie).
@@ -10,9 +11,11 @@ import math
 
 import numpy as np
 import pytest
+from test_reference_numbers import load
 
 from lightning_unlearn.evaluation.forgetting_quality import (
     EPSILON_CAP,
+    REFERENCE_WINDOW,
     _reference_window,
     competition_score,
     epsilon_per_example,
@@ -189,53 +192,28 @@ def test_bad_shapes_and_values_are_named():
         epsilon_per_example(np.zeros((3, 1)), np.full((3, 1), np.nan))
 
 
-def reference_grid_epsilon(pos: np.ndarray, neg: np.ndarray, delta: float, buffer: float) -> float:
-    """Independent re-statement of the reference's grid search (100 thresholds per unit)."""
-    pos_spread, neg_spread = np.ptp(pos), np.ptp(neg)
-    if min(pos_spread, neg_spread) / max(pos_spread, neg_spread) < 0.01:
-        return EPSILON_CAP
-    pooled = np.concatenate([pos, neg])
-    single = np.linspace(pooled.min(), pooled.max(), int(np.ceil(np.ptp(pooled) * 100)))
-    fpr = (neg[None, :] >= single[:, None]).mean(axis=1)
-    fnr = (pos[None, :] < single[:, None]).mean(axis=1)
-    inside, outside = (neg, pos) if pos_spread >= neg_spread else (pos, neg)
-    width = min(pos_spread, neg_spread)
-    lo_r, hi_r = inside.min() + width - buffer, inside.max() + buffer
-    right = np.linspace(lo_r, hi_r, int(np.ceil((hi_r - lo_r) * 100)))
-    left = right[:, None] - width + np.linspace(-buffer, buffer, int(np.ceil(2 * buffer * 100)))
-    hi = np.broadcast_to(right[:, None], left.shape).reshape(-1)
-    lo = left.reshape(-1)
-    called = lambda x: ((lo[:, None] <= x) & (x <= hi[:, None])).mean(axis=1)  # noqa: E731
-    fpr = np.concatenate([fpr, called(outside)])
-    fnr = np.concatenate([fnr, 1 - called(inside)])
-    # as the reference: inf where both rates are 0, NaN (dropped) where one is, log of a
-    # non-positive number is NaN and ignored by nanmax
-    with np.errstate(divide="ignore", invalid="ignore"):
-        terms = np.stack(
-            [np.log(1 - delta - fpr) - np.log(fnr), np.log(1 - delta - fnr) - np.log(fpr)]
-        )
-        eps = np.clip(np.nanmax(terms, axis=0), 0, None)
-    eps = np.where((fpr == 0) & (fnr == 0), np.inf, np.where(fpr * fnr == 0, np.nan, eps))
-    return float(np.clip(np.nanmax(eps), 0, EPSILON_CAP))
-
-
-def test_window_reproduces_the_reference_grid_search():
-    # scores on a 0.25 lattice (gaps >> the grid's 0.01) and a window of 2.1 (never on the
-    # lattice), so grid and exact search meet the same partitions and the same window edges
-    rng = np.random.default_rng(0)
-    u = rng.integers(0, 24, (8, 6)) * 0.25
-    r = rng.integers(0, 24, (8, 6)) * 0.25 + rng.integers(0, 8, (1, 6)) * 0.25
-    ours = epsilon_per_example(u, r, thresholds="exact", window=2.1)
-    retrain_pos = np.median(r, axis=0) > np.median(u, axis=0)
-    expected = [
-        reference_grid_epsilon(
-            *((r[:, e], u[:, e]) if retrain_pos[e] else (u[:, e], r[:, e])), D, 2.1
-        )
-        for e in range(6)
-    ]
-    np.testing.assert_allclose(ours, expected, rtol=0, atol=1e-12)
-    # the window only removes rules: every-interval epsilon is never smaller
-    assert (epsilon_per_example(u, r, **EVERY) >= ours - 1e-12).all()
+def test_grid_and_window_reproduce_metric_py_where_exact_thresholds_differ():
+    # metric.py's own output at N = 512 (competition_forgetting_quality.json). There a threshold
+    # at every pooled score and the reference's 0.01 grid give different epsilons (the grid
+    # misses partitions), and so do every interval and the reference's window (it misses tail
+    # rules): the default search must be the reference's in both respects.
+    cases = [c for c in load("competition_forgetting_quality.json")["cases"] if c["n"] == 512]
+    grid_matters = window_matters = False
+    for case in cases:
+        u, r, reference = np.array(case["unlearned"]), np.array(case["retrained"]), case["epsilon"]
+        exact = epsilon_per_example(u, r, thresholds="exact", window=REFERENCE_WINDOW)
+        every = epsilon_per_example(u, r, **EVERY)
+        grid_matters |= not np.allclose(exact, reference, rtol=0, atol=1e-3)
+        window_matters |= not np.allclose(every, reference, rtol=0, atol=1e-3)
+        ours = epsilon_per_example(u, r)  # the defaults: the 0.01 grid, window 2.0
+        np.testing.assert_allclose(ours, reference, rtol=0, atol=1e-6, err_msg=case["name"])
+        assert forgetting_quality(u, r) == pytest.approx(case["F"], abs=1e-12), case["name"]
+        # the exact search in the window reaches every partition the grid reaches, and more;
+        # where the grid misses none (two identical N(0, 1)), it is the reference's window
+        assert (exact >= np.array(reference) - 1e-6).all(), case["name"]
+        if case["name"] == "identical N(0,1)":
+            np.testing.assert_allclose(exact, reference, rtol=0, atol=1e-5)  # float32 there
+    assert grid_matters and window_matters
 
 
 def test_reference_window_by_hand():

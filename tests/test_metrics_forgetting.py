@@ -23,7 +23,6 @@ from lightning_unlearn.evaluation import (
     VerbatimMemorisation,
     build_report,
     roc_auc,
-    verbatim_memorisation,
 )
 from lightning_unlearn.evaluation.memorisation_math import exact_memorisation, extraction_strength
 from lightning_unlearn.evaluation.mia_attacks import head_gradient_norm
@@ -150,26 +149,65 @@ def test_privleak_by_hand():
     ).values["privleak/privleak"] == pytest.approx(-100.0)
 
 
-def test_verbmem_batched_equals_the_token_function_and_says_which_rouge(
-    trained_tiny_model_dir, tiny_datamodule_kwargs
-):
-    from lightning_unlearn.data import UnlearningDataModule
+class _WordTokenizer:
+    """One token per word of ``VOCAB``; decoding joins the words with spaces."""
 
-    data = UnlearningDataModule(**tiny_datamodule_kwargs)
-    data.setup("validate")
-    model = AutoModelForCausalLM.from_pretrained(trained_tiny_model_dir)
-    texts = {"forget": data.eval_texts("forget")}
-    metric = VerbatimMemorisation(prefix_tokens=4, continuation_tokens=6, rouge="tokens")
-    result = metric.compute(model, data.tokenizer, texts)
-    reference = verbatim_memorisation(model, texts["forget"].input_ids, 4, 6)
-    per_doc = [v for v in result.documents["forget"]["verbmem/rouge_l"] if not math.isnan(v)]
-    assert per_doc == pytest.approx([d["rouge_l"] for d in reference["per_document"]])
-    assert "token ids" in metric.label("verbmem/forget_rouge_l")
-    text = VerbatimMemorisation(prefix_tokens=4, continuation_tokens=6).compute(
-        model, data.tokenizer, texts
-    )
-    assert 0.0 <= text.values["verbmem/forget_rouge_l"] <= 1.0
-    assert "on text" in VerbatimMemorisation().label("verbmem/forget_rouge_l")
+    VOCAB = ["<pad>", "once", "upon", "the", "cat", "sat", "down", "SAT", "on", "mat", "on the",
+             "today", "a", "time", "end"]  # fmt: skip
+    pad_token_id = 0
+
+    def batch_decode(self, rows):
+        return [" ".join(self.VOCAB[i] for i in row) for row in rows]
+
+
+# VerbMem's documents (prefix 2 tokens, continuation at most 4), the continuations the "model"
+# gives, and the ROUGE-L F1 of each, worked out by hand: F1 = 2PR / (P + R), P = LCS / generated,
+# R = LCS / truth; on token ids, or on lower-cased words of the decoded texts (MUSE's rougeL)
+VERBMEM_DOCUMENTS = [
+    [1, 2, 3, 4, 5, 6, 14],  # truth "the cat sat down" (14 is past the 4 tokens)
+    [2, 1, 8, 3, 9],  # truth "on the mat" (the document ends sooner)
+    [12, 13],  # no token after the prefix: not scored
+    [13, 12, 4, 9],  # truth "cat mat"
+]
+VERBMEM_GENERATED = {
+    # "the cat SAT down": ids LCS 3 of 4 -> 3/4; words (lower-cased) all 4 -> 1
+    (1, 2): [3, 4, 7, 6],
+    # "on the mat today" (id 10 is the two words "on the"): ids LCS 1 ({9}) of 3 -> 1/3;
+    # words: LCS 3, P = 3/4, R = 3/3 -> F1 = (3/2) / (7/4) = 6/7
+    (2, 1): [10, 9, 11],
+    # "mat cat" against "cat mat": the order counts, LCS 1 of 2 -> 1/2 either way
+    (13, 12): [9, 4],
+}
+VERBMEM_TOKEN_F1 = [3 / 4, 1 / 3, math.nan, 1 / 2]
+VERBMEM_TEXT_F1 = [1.0, 6 / 7, math.nan, 1 / 2]
+
+
+@pytest.mark.parametrize("rouge, expected", [("tokens", VERBMEM_TOKEN_F1),
+                                             ("text", VERBMEM_TEXT_F1)])  # fmt: skip
+def test_verbmem_scores_controlled_continuations_by_hand(rouge, expected, monkeypatch):
+    from lightning_unlearn.evaluation import memorisation
+    from lightning_unlearn.evaluation.base import SplitTexts
+
+    calls = []
+
+    def canned(model, prompts, *, max_new_tokens, **kwargs):  # the "model"'s greedy decoding
+        calls.append(([list(p) for p in prompts], list(max_new_tokens)))
+        return [VERBMEM_GENERATED[tuple(p)][:n] for p, n in zip(prompts, max_new_tokens)]
+
+    monkeypatch.setattr(memorisation, "greedy_generate", canned)
+    texts = {"forget": SplitTexts(split="forget", doc_index=[0, 1, 2, 3],
+                                  input_ids=VERBMEM_DOCUMENTS, texts=[""] * 4)}  # fmt: skip
+    metric = VerbatimMemorisation(prefix_tokens=2, continuation_tokens=4, rouge=rouge)
+    result = metric.compute(None, _WordTokenizer(), texts)
+    # prompts are the first 2 tokens; each continuation as long as the truth (4, 3, 2 tokens)
+    assert calls == [([[1, 2], [2, 1], [13, 12]], [4, 3, 2])]
+    per_doc = result.documents["forget"]["verbmem/rouge_l"]
+    assert math.isnan(per_doc[2])
+    assert per_doc[:2] + per_doc[3:] == pytest.approx(expected[:2] + expected[3:], abs=1e-6)
+    mean = (expected[0] + expected[1] + expected[3]) / 3  # 19/36 on ids, 11/14 on words
+    assert result.values["verbmem/forget_rouge_l"] == pytest.approx(mean, abs=1e-6)
+    on = "token ids" if rouge == "tokens" else "text"
+    assert f"ROUGE-L F1 on {on}, 2+4" in metric.label("verbmem/forget_rouge_l")
 
 
 def test_model_card_and_per_document_list_of_a_fit(tiny_model_dir, tiny_corpus_dir, tmp_path):
