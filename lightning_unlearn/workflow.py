@@ -578,7 +578,7 @@ class UnlearningWorkflow(Callback):
             nll, tokens = (t.detach().float().cpu().tolist() for t in stats)
             self.schedule.observe(step, keys, nll, tokens)
         else:
-            self.schedule.estimates.clear()  # no estimate: the next decision checks
+            self.schedule.estimates.clear()  # no batch estimate: the checks' prediction decides
         if self._stop_step is not None:
             due = step % self.schedule.every == 0  # the stop is known: the safety net only
         else:
@@ -602,6 +602,8 @@ class UnlearningWorkflow(Callback):
         ppl = _finite(values.get(f"{self.monitor_split}/ppl"))
         self.checks.append({"step": step, "ppl": ppl, "train_seconds": self.train_seconds,
                             "tokens": self.train_tokens})  # fmt: skip
+        if self._adaptive:
+            self.schedule.record_check(step, ppl)
         if self.stop is None:
             return
         halt_before = trainer.should_stop

@@ -25,13 +25,36 @@ def _sd(values):
     return math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1))
 
 
-def test_a_check_is_due_once_the_bound_reaches_the_target_and_not_before():
+def test_the_checks_predict_the_crossing_and_close_in_on_it():
+    """Before 1.0, threshold 1.5 (log-ppl). No check yet: one is due (the rate is unknown). A
+    check after step 1 reads 1.08: the split may rise 1.5 x 0.08 a step, 1.08 + 0.12 (t - 1)
+    reaches 1.5 at t = 4.5, so the next check follows step 5 and none before. It reads 1.45
+    (rates 0.09 so far, 0.0925 since step 1): 1.45 + 1.5 x 0.0925 = 1.589, due after step 6."""
+    schedule = AdaptiveChecks(every=100)
+    schedule.start(threshold_ppl=math.exp(1.5), before_ppl=math.exp(1.0))
+    assert schedule.predicted(1) == math.inf and schedule.due(1)
+    schedule.record_check(1, math.exp(1.08))
+    assert [schedule.due(t) for t in (2, 3, 4, 5)] == [False, False, False, True]
+    assert schedule.predicted(4) == pytest.approx(1.08 + 0.12 * 3)
+    schedule.record_check(5, math.exp(1.45))
+    assert schedule.predicted(6) == pytest.approx(1.45 + 1.5 * 0.0925)
+    assert schedule.due(6)
+    # a split that does not rise: predicted flat, only the safety net checks
+    flat = AdaptiveChecks(every=4)
+    flat.start(threshold_ppl=math.exp(1.5), before_ppl=math.exp(1.0))
+    flat.record_check(1, math.exp(0.95))
+    assert [flat.due(t) for t in (2, 3, 4, 5)] == [False, False, True, False]
+
+
+def test_the_batch_bound_adds_a_check_once_it_reaches_the_target_and_not_before():
     """Paired windows whose NLL rises by 0.1 (+-0.01) a step; split before log-ppl 1.0,
-    threshold log-ppl 1.5. By hand: the estimate after step t is 1.0 + mean(change), the
-    prediction adds the last rise, the bound adds 1.96 sd."""
+    threshold log-ppl 1.5, a check at step 0 that says the split is flat (so only the batches
+    decide). By hand: the estimate after step t is 1.0 + mean(change), the prediction adds the
+    last rise, the bound adds 1.96 sd."""
     schedule = AdaptiveChecks(every=100)
     schedule.start(threshold_ppl=math.exp(1.5), before_ppl=math.exp(1.0),
                    baseline=dict(zip(KEYS, BASE)))  # fmt: skip
+    schedule.record_check(0, math.exp(1.0))
     noise = [0.01, -0.01, 0.01, -0.01]
     decisions = []
     for step in range(1, 8):
@@ -55,6 +78,7 @@ def test_the_safety_net_and_too_little_evidence_check():
     schedule = AdaptiveChecks(every=3)
     schedule.start(threshold_ppl=math.exp(5.0), before_ppl=math.exp(1.0),
                    baseline=dict(zip(KEYS, BASE)))  # fmt: skip
+    schedule.record_check(0, math.exp(1.0))
     due = []
     for step in range(1, 7):
         schedule.observe(step, KEYS, [b * n for b, n in zip(BASE, TOKENS)], TOKENS)
@@ -67,6 +91,7 @@ def test_the_safety_net_and_too_little_evidence_check():
 def test_unknown_windows_use_the_level_with_its_spread():
     schedule = AdaptiveChecks(every=100)
     schedule.start(threshold_ppl=math.exp(1.5), before_ppl=math.exp(1.0), baseline={})
+    schedule.record_check(0, math.exp(1.0))
     levels = [1.0, 1.4, 0.6, 1.2]
     estimate = schedule.observe(1, KEYS, [v * 10 for v in levels], TOKENS)
     assert not estimate.paired
@@ -82,6 +107,8 @@ def test_unknown_windows_use_the_level_with_its_spread():
 def test_bad_settings_are_named():
     with pytest.raises(ValueError, match="every must be a positive integer"):
         AdaptiveChecks(every=0)
+    with pytest.raises(ValueError, match="growth must be >= 1"):
+        AdaptiveChecks(growth=0.5)
     with pytest.raises(ValueError, match="threshold must be a positive perplexity"):
         AdaptiveChecks().start(threshold_ppl=0.0)
     with pytest.raises(ValueError, match="checks must be 'adaptive' or 'fixed'"):
