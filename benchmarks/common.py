@@ -20,6 +20,7 @@ import os
 import platform
 import subprocess
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -267,6 +268,38 @@ def count_tokens(batch: dict[str, Any]) -> tuple[int, int]:
     real = sum(int(p["attention_mask"].sum()) for p in parts)
     positions = sum(int(p["input_ids"].numel()) for p in parts)
     return real, positions
+
+
+# ----------------------------------------------------------------------------------- budgets
+class Budget:
+    """The wall-clock budget of one invocation of a long benchmark (``--budget-minutes M``).
+
+    A benchmark runs in units (a model, a method x attack cell), writes each unit's result as it
+    finishes, and asks :meth:`spent` after each: once ``M`` minutes have passed it stops cleanly,
+    and ``--resume`` continues with the units left. ``None``: no budget. ``clock`` is injectable
+    (tests)."""
+
+    def __init__(self, minutes: float | None, *, clock: Callable[[], float] = time.monotonic):
+        if minutes is not None and not minutes >= 0:
+            raise SystemExit(f"--budget-minutes must be >= 0, got {minutes!r}")
+        self.minutes, self.clock = minutes, clock
+        self.started = clock()
+
+    def spent(self) -> bool:
+        """Whether the budget is used up (never without one)."""
+        return self.minutes is not None and self.clock() - self.started >= 60.0 * self.minutes
+
+    def stop_line(self, done: int, left: int, script: str) -> str:
+        return (f"budget of {self.minutes:g} min spent after {done} unit(s) of this run; {left} "
+                f"left: python benchmarks/{script} --resume continues")  # fmt: skip
+
+
+def add_budget_argument(parser) -> None:
+    parser.add_argument(
+        "--budget-minutes", type=float, default=None,
+        help="stop cleanly after the unit in progress once this many minutes have passed (each "
+        "finished unit is already in --json); --resume continues",
+    )  # fmt: skip
 
 
 # ----------------------------------------------------------------------------------- output

@@ -238,7 +238,7 @@ def unlearn(task, method: Method, *, seed: int, seen_dir: Path, before, lr: floa
     at_target = method.schedule == "target"
     workflow = UnlearningWorkflow(
         metrics=[Perplexity()], stop_at_target=at_target, tolerance=s.target_tolerance,
-        verbose=False,
+        checks="fixed", verbose=False,  # every step: the stored models were checked so
     )  # fmt: skip
     if at_target:
         trainer = cpu_trainer(
@@ -538,6 +538,15 @@ def _mixed_hosts(results) -> bool:
     return len({m.get("host") for ms in results["models"].values() for m in ms}) > 1
 
 
+def _left(results) -> dict[str, int]:
+    """The models the plan still needs, by population."""
+    o = results["options"]
+    n = o["n"]
+    wanted = {"retrain": 2 * n, "seen": n, **{m: n for m in o["methods"]}}
+    have = {k: len(v) for k, v in results["models"].items()}
+    return {k: w - have.get(k, 0) for k, w in wanted.items() if w > have.get(k, 0)}
+
+
 def _time_taken(results) -> str:
     """How long the benchmark took, over every (resumed) run and machine."""
     runs = results["runs"]
@@ -693,7 +702,13 @@ def render(results: dict[str, Any]) -> str:
             "",
         ]
     if not results.get("complete"):
-        lines += [f"**Partial results**: {done} of {planned} models scored so far.", ""]
+        left = _left(results)
+        lines += [
+            f"**Partial results**: {done} of {planned} models scored so far; left: "
+            + ", ".join(f"{k} {v}" for k, v in left.items())
+            + " (`python benchmarks/forgetting_quality.py --resume` continues).",
+            "",
+        ]
     if results.get("runs"):
         lines += [_time_taken(results), ""]
     lines += [
@@ -852,6 +867,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--markdown", default=str(common.ROOT / "docs" / "results.md"))
     p.add_argument("--resume", action="store_true", help="keep the models already in --json")
+    common.add_budget_argument(p)
     p.add_argument("--render-only", action="store_true", help="re-render --markdown from --json")
     return p
 
@@ -1003,7 +1019,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     # wall seconds of the models scored so far (a resumed run estimates from them too)
     walls = [(k, m["wall_seconds"]) for k, ms in models.items() for m in ms if "wall_seconds" in m]
     write(results, json_path, md_path)
+    budget = common.Budget(args.budget_minutes)
     for i, (kind, seed) in enumerate(todo, 1):
+        if i > 1 and budget.spent():  # each finished model is already in --json
+            print(budget.stop_line(i - 1, len(todo) - i + 1, "forgetting_quality.py"), flush=True)
+            return 0
         t = time.perf_counter()
         if kind in ("retrain", "seen"):
             train = "pretrain_without_forget" if kind == "retrain" else "pretrain"

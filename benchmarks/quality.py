@@ -150,7 +150,11 @@ def run_one(
     )
     until_stop = max_steps is not None and max_steps > max(budgets)
     workflow = UnlearningWorkflow(
-        target_ppl=target, halt=False, measure_at_steps=budgets, verbose=False
+        target_ppl=target,
+        halt=False,
+        measure_at_steps=budgets,
+        verbose=False,
+        checks="fixed",  # a check at every check_every steps: the records read each one
     )
 
     class UntilStop(Callback):
@@ -558,8 +562,10 @@ def render(results: dict[str, Any]) -> str:
         "",
         *(
             [
-                f"**Partial results**: the run stopped after {len(results['runs'])} of "
-                f"{len(results['methods']) * len(g['lrs'])} planned runs; methods missing below were "
+                f"**Partial results**: {len(results['runs'])} of "
+                f"{len(results['methods']) * len(g['lrs'])} planned runs so far, "
+                f"{results.get('total_seconds', 0) / 60:.0f} min over every invocation "
+                "(`python benchmarks/quality.py --resume` continues); methods missing below were "
                 "not measured.",
                 "",
             ]
@@ -840,7 +846,8 @@ def _finish(results: dict[str, Any], started: float, json_path: Path, md_path: P
     annotate(results)
     results["answers"] = answers(results)
     results["time_to_forget"] = time_to_forget(results)
-    results["total_seconds"] = time.perf_counter() - started
+    # every invocation's time: a resumed benchmark took the sum
+    results["total_seconds"] = results.get("prior_seconds", 0.0) + time.perf_counter() - started
     results["plots"] = plot(results, md_path.parent)
     common.write_json(json_path, results)
     write_markdown(results, md_path)
@@ -909,6 +916,7 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="reuse the reference scores and the finished runs in --json",
     )
+    common.add_budget_argument(p)
     return p
 
 
@@ -1007,8 +1015,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         "runs": [],
         "cut": args.cut,
         "complete": False,
+        "prior_seconds": float((previous or {}).get("total_seconds") or 0.0),
     }
     done = {(r["method"], r["learning_rate"]): r for r in (previous or {}).get("runs", [])}
+    budget, ran = common.Budget(args.budget_minutes), 0  # a unit: one method at one rate
     for (
         name,
         cls_name,
@@ -1019,6 +1029,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             if (name, lr) in done:
                 results["runs"].append(done[(name, lr)])
                 continue
+            if ran and budget.spent():  # every finished run is already in --json
+                left = len(rows) * len(lrs) - len(results["runs"])
+                print(budget.stop_line(ran, left, "quality.py"), flush=True)
+                return 0
+            ran += 1
             epoch_run = (not args.no_ttf) and name in TTF_METHODS and lr == ttf_lr
             run_budgets = sorted(set(budgets) | ({epoch_steps} if epoch_run else set()))
             t = time.perf_counter()

@@ -245,7 +245,7 @@ def unlearn(task, method: tuple, *, lr: float, max_steps: int, tolerance: float,
     )
     workflow = UnlearningWorkflow(
         metrics=scoring_metrics(), target_ppl=target, tolerance=tolerance, halt=True,
-        verbose=False,
+        checks="fixed", verbose=False,  # every step, as the stored rows were checked
     )  # fmt: skip
     trainer = cpu_trainer(
         max_steps=max_steps, max_epochs=-1, val_check_interval=1, check_val_every_n_epoch=None,
@@ -577,8 +577,14 @@ def render(results: dict) -> str:
         "",
     ]
     if not results.get("complete"):
-        lines += [f"**Partial results** ({done} model × attack scorings so far): "
-                  "methods or rows missing below were not measured yet.", ""]  # fmt: skip
+        left = [k for k in ["B", "R", *results["methods"]]
+                if not results["models"].get(k, {}).get("variants")]  # fmt: skip
+        lines += [f"**Partial results** ({done} model × attack scorings so far; models left: "
+                  f"{', '.join(left) or 'none'}; `python benchmarks/robustness.py --resume` "
+                  "continues): methods or rows missing below were not measured yet.", ""]  # fmt: skip
+    if results.get("total_seconds"):
+        lines += [f"**Time.** {results['total_seconds'] / 60:.0f} min over every invocation so "
+                  "far.", ""]  # fmt: skip
     lines += [
         f"**Setup.** The demo task (windows of {s['max_length']} tokens). Each method unlearns "
         f"the seen model **B** at lr {o['unlearn_lr']:g} (constant, batch "
@@ -718,6 +724,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quality-json", default=str(common.ROOT / "docs" / "results.json"),
                    help="the quality benchmark's results, for the ranking comparison")  # fmt: skip
     p.add_argument("--resume", action="store_true", help="reuse the scores already in --json")
+    common.add_budget_argument(p)
     p.add_argument("--render-only", action="store_true", help="re-render from --json")
     return p
 
@@ -853,10 +860,23 @@ def main(argv: Sequence[str] | None = None) -> int:
         _finish(results, json_path, md_path, render_markdown=render_markdown)
 
     scorer = UnlearningWorkflow(metrics=scoring_metrics(), verbose=False)
+    # a unit is one model with every attack on it; each is in --json when it ends
+    budget, units = common.Budget(args.budget_minutes), iter(range(len(todo)))
+
+    def out_of_budget() -> bool:
+        done = next(units)
+        if done and budget.spent():
+            save(render_markdown=True)
+            progress.line(budget.stop_line(done, len(todo) - done, "robustness.py"))
+            return True
+        return False
+
     before = None
     for key, path in (("B", task.seen_dir), ("R", task.exact_dir)):
         entry = results["models"].setdefault(key, {"label": ENDS[key], "path": str(path)})
         if key in todo:
+            if out_of_budget():
+                return 0
             model = load_causal_lm(str(path)).eval()
             attack_model(key, model, attacks, data, tokens, entry, scorer=scorer,
                          progress=progress, save=save)  # fmt: skip
@@ -871,6 +891,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     for name in methods:
         if name not in todo:
             continue
+        if out_of_budget():
+            return 0
         entry = results["models"].setdefault(name, {"label": name})
         progress.line(f"{name}: unlearning at lr {unlearn_lr:g} up to the stop (target "
                       f"{target:.3f}, at most {max_steps} steps)")  # fmt: skip

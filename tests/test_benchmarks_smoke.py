@@ -192,6 +192,35 @@ def test_forgetting_quality_smoke(tiny_model_dir, tmp_path):
     assert again["total_seconds"] == pytest.approx(sum(r["seconds"] for r in again["runs"]))
     assert again["total_seconds"] > result["total_seconds"]
     assert "**Time.** The benchmark took" in md.read_text()
+    # a budget spent after the first model (0 minutes), then --resume: the values of the
+    # uninterrupted run (times and dates aside)
+    cut, cut_md = tmp_path / "cut.json", tmp_path / "cut.md"
+    argv = [
+        "--smoke",
+        "--model",
+        str(tiny_model_dir),
+        "--json",
+        str(cut),
+        "--markdown",
+        str(cut_md),
+    ]
+    assert benchmark.main([*argv, "--threads", "1", "--budget-minutes", "0"]) == 0
+    partial = json.loads(cut.read_text())
+    assert not partial["complete"] and sum(len(v) for v in partial["models"].values()) == 1
+    assert f"1 of {4 * n} models scored so far; left: retrain {2 * n - 1}, seen {n}, GA+GD {n}" in (
+        cut_md.read_text()
+    )
+    assert benchmark.main([*argv, "--threads", "1", "--resume"]) == 0
+    resumed = json.loads(cut.read_text())
+    assert resumed["complete"] and [r["models"] for r in resumed["runs"]] == [1, 4 * n - 1]
+
+    def values(models):  # every field but the times and the machine
+        return {k: [{f: v for f, v in m.items() if "seconds" not in f and f != "host"} for m in ms]
+                for k, ms in models.items()}  # fmt: skip
+
+    assert values(resumed["models"]) == values(result["models"])
+    for a, b in zip(resumed["rows"], result["rows"]):
+        assert (a["key"], a["F"], a["points"]) == (b["key"], b["F"], b["points"])
 
 
 @pytest.mark.slow
