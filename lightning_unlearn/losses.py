@@ -370,28 +370,6 @@ def token_statistics(
     return {"logprob": logprob, "mu": mu, "sigma": sigma, "correct": correct, "mask": mask}
 
 
-@torch.no_grad()
-def sequence_nll_sums(
-    logits: Tensor, labels: Tensor, *, chunk_elements: int | None = None
-) -> tuple[Tensor, Tensor]:
-    """``(nll, tokens)`` per sequence, both ``[batch]``: the summed negative log-likelihood of
-    its real targets (float32) and their number. No gradient; in float32 chunks of about
-    ``chunk_elements`` logits like :func:`token_statistics` (no ``[batch, seq, vocab]``
-    log-softmax held), so it costs little next to the forward that made ``logits``."""
-    shifted_logits, shifted_labels, mask = shift_for_next_token(logits, labels)
-    if chunk_elements is None:
-        chunk_elements = 2**22 if logits.device.type == "cpu" else 2**26
-    rows_per_chunk = max(1, int(chunk_elements) // max(1, shifted_logits.shape[-1]))
-    nll = torch.zeros(mask.shape[0], dtype=torch.float32, device=logits.device)
-    where = mask.nonzero()
-    for start in range(0, where.shape[0], rows_per_chunk):
-        b, t = where[start : start + rows_per_chunk].unbind(1)
-        z = shifted_logits[b, t].float()
-        target = z.gather(-1, shifted_labels[b, t].unsqueeze(-1)).squeeze(-1)
-        nll.index_add_(0, b, torch.logsumexp(z, dim=-1) - target)
-    return nll, mask.sum(dim=1)
-
-
 # --------------------------------------------------------------------------------------------
 # Pieces shared by methods from the wider literature.
 # --------------------------------------------------------------------------------------------

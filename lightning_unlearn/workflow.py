@@ -50,7 +50,7 @@ from .evaluation.metrics import EVAL_SPLITS, default_metrics
 from .evaluation.report import build_report, format_markdown_table, write_report
 from .evaluation.results import approximate_target
 from .evaluation.runner import evaluate_model
-from .evaluation.schedule import AdaptiveChecks, window_key
+from .evaluation.schedule import AdaptiveChecks
 from .io import atomic_write_json, content_fingerprint, staged_outputs
 from .version import __version__
 
@@ -112,7 +112,7 @@ class UnlearningWorkflow(Callback):
         score_cache: a folder where measurements of fixed checkpoints are kept (``None``: none).
         checks: ``"adaptive"`` (default): with a Trainer that may check after every step
             (``val_check_interval=1``, ``check_val_every_n_epoch=None``), a full check runs only
-            when the forget batches' own losses say the target may be reached
+            when a prediction from the checks so far says the target may be reached
             (:class:`~lightning_unlearn.evaluation.schedule.AdaptiveChecks`), plus every
             ``check_every`` steps; ``"fixed"``: every validation the Trainer schedules. Any other
             Trainer schedule is kept as it is.
@@ -348,7 +348,6 @@ class UnlearningWorkflow(Callback):
             self.schedule.start(
                 threshold_ppl=self.target_ppl * (1.0 - self.stop.tolerance),
                 before_ppl=_finite(self.before.values.get(f"{self.monitor_split}/ppl")),
-                baseline=_window_baseline(self.before, datamodule, self.monitor_split),
             )
         if self.verbose:
             log.info("approximate-retrain target: %s perplexity %.4f", self.reference_split,
@@ -564,21 +563,12 @@ class UnlearningWorkflow(Callback):
         if step in self.measure_at_steps and step not in self.measurements:
             self.measurements[step] = self._measure_now(trainer, pl_module)
         if self._adaptive:
-            self._schedule_check(trainer, pl_module, batch, step)
+            self._schedule_check(trainer, step)
 
-    def _schedule_check(self, trainer, pl_module, batch, step: int) -> None:
-        """Feed the step's forget-batch losses to the adaptive schedule and let the Trainer's
-        validation (the check) follow this step only when it is due (the decision reduced over
-        processes: any one that asks for a check gets it, so all of them run it)."""
-        stats = getattr(pl_module, "forget_statistics", None)
-        forget = batch.get("forget") if isinstance(batch, Mapping) else None
-        if stats is not None and forget is not None:
-            ids, mask = forget["input_ids"].cpu(), forget["attention_mask"].cpu().bool()
-            keys = [window_key(row[m].tolist()) for row, m in zip(ids, mask)]
-            nll, tokens = (t.detach().float().cpu().tolist() for t in stats)
-            self.schedule.observe(step, keys, nll, tokens)
-        else:
-            self.schedule.estimates.clear()  # no batch estimate: the checks' prediction decides
+    def _schedule_check(self, trainer, step: int) -> None:
+        """Let the Trainer's validation (the check) follow this step only when the adaptive
+        schedule says it is due (the decision reduced over processes: any one that asks for a
+        check gets it, so all of them run it)."""
         if self._stop_step is not None:
             due = step % self.schedule.every == 0  # the stop is known: the safety net only
         else:
@@ -651,27 +641,6 @@ class UnlearningWorkflow(Callback):
         self.train_tokens = int(state_dict.get("train_tokens", 0))
         if self.stop is not None and state_dict.get("stop") is not None:
             self.stop.load_state_dict(state_dict["stop"])
-
-
-def _window_baseline(before: Measurement, datamodule: Any, split: str) -> dict[int, float]:
-    """Each window of ``split`` that is its document's only window: its mean NLL before
-    unlearning (the document's log-perplexity), by :func:`window_key`."""
-    documents = before.documents.get(split, {})
-    ppl = dict(zip(documents.get("doc_index", []), documents.get("ppl", [])))
-    try:
-        data = datamodule.eval_dataset(split)
-    except (KeyError, AttributeError, RuntimeError, ValueError):
-        return {}
-    rows = list(zip(data["doc_index"], data["input_ids"]))
-    windows: dict[int, int] = {}
-    for doc, _ in rows:
-        windows[int(doc)] = windows.get(int(doc), 0) + 1
-    out = {}
-    for doc, ids in rows:
-        value = _finite(ppl.get(int(doc)))
-        if windows[int(doc)] == 1 and value is not None and value > 0:
-            out[window_key(ids)] = math.log(value)
-    return out
 
 
 def _without(texts: Any, drop: Any) -> Any:

@@ -39,7 +39,6 @@ from ..losses import (
     check_retain_term,
     linear_kl_to_reference,
     retain_term_loss,
-    sequence_nll_sums,
     token_nll,
 )
 from ..models import (
@@ -169,8 +168,6 @@ class UnlearningModule(LightningModule):
         self.reference: nn.Module | None = None
         self.evaluator = UnlearningEvaluator(EVAL_SPLITS)
         self._forget_capture: dict[str, Any] | None = None
-        #: the last training step's forget batch: per sequence (summed NLL, target tokens)
-        self.forget_statistics: tuple[Tensor, Tensor] | None = None
         # the reference model is rebuilt from the original weights: keep it out of checkpoints
         self.strict_loading = False
 
@@ -384,10 +381,9 @@ class UnlearningModule(LightningModule):
                 "{'forget': batch, 'retain': batch}"
             )
         _check_targets(forget, "forget")
-        self._forget_capture = {"batch": forget}
+        self._forget_capture = {"batch": forget} if self.max_forget_nll is not None else None
         try:
             forget_term = self.forget_loss(forget)
-            self.forget_statistics = self._forget_statistics(forget)
             if self.max_forget_nll is not None:
                 self._check_forget_nll(forget)
         finally:
@@ -451,15 +447,6 @@ class UnlearningModule(LightningModule):
             zero, "clear_backward_seen_flag"
         ):
             zero.clear_backward_seen_flag()
-
-    def _forget_statistics(self, forget: dict[str, Tensor]) -> tuple[Tensor, Tensor] | None:
-        """The forget batch's summed NLL and target count per sequence under the weights before
-        this step's update (free: from the logits the method's ``forget_loss`` computed through
-        ``self(forget)``; ``None`` when it did not). The workflow's adaptive checks read it."""
-        logits = self._forget_capture.get("logits") if self._forget_capture else None
-        if logits is None:
-            return None
-        return sequence_nll_sums(logits, forget["labels"])
 
     def _check_forget_nll(self, forget: dict[str, Tensor]) -> None:
         """Stop when the forget NLL passes ``max_forget_nll`` (gradient ascent running away)."""
