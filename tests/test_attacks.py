@@ -27,7 +27,6 @@ from lightning_unlearn.attacks import (
     slice_batches,
     text_batches,
 )
-from lightning_unlearn.attacks.recovery import _auc_rows
 from lightning_unlearn.data import UnlearningDataModule
 from lightning_unlearn.evaluation import (
     MembershipInference,
@@ -36,6 +35,7 @@ from lightning_unlearn.evaluation import (
     evaluate_model,
     roc_auc,
 )
+from lightning_unlearn.evaluation.statistics import mann_whitney_auc
 from lightning_unlearn.workflow import UnlearningWorkflow
 
 
@@ -401,7 +401,7 @@ def test_vectorised_auc_matches_roc_auc():
     generator = torch.Generator().manual_seed(0)
     pos = torch.randint(0, 5, (20, 7), generator=generator).double()  # ties on purpose
     neg = torch.randint(0, 5, (20, 9), generator=generator).double()
-    rows = _auc_rows(pos.numpy(), neg.numpy())
+    rows = mann_whitney_auc(pos.numpy(), neg.numpy())
     for i in range(20):
         assert rows[i] == pytest.approx(roc_auc(pos[i], neg[i]))
 

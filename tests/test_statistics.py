@@ -11,8 +11,8 @@ import torch
 
 from lightning_unlearn.evaluation.mia import roc_auc
 from lightning_unlearn.evaluation.statistics import (
-    _auc_along_last_axis,
     bootstrap_auc_interval,
+    mann_whitney_auc,
     over_unlearned,
 )
 
@@ -49,7 +49,7 @@ def test_resampled_auc_matches_roc_auc():
     pos = np.round(rng.normal(0.3, 1, 24), 1)  # rounding makes ties
     neg = np.round(rng.normal(0.0, 1, 24), 1)
     i, j = rng.integers(0, 24, (50, 24)), rng.integers(0, 24, (50, 24))
-    vectorised = _auc_along_last_axis(pos[i], neg[j])
+    vectorised = mann_whitney_auc(pos[i], neg[j])
     looped = [roc_auc(torch.tensor(pos[a]), torch.tensor(neg[b])) for a, b in zip(i, j)]
     np.testing.assert_allclose(vectorised, looped, rtol=0, atol=1e-12)
 

@@ -41,6 +41,7 @@ import numpy as np
 import torch
 
 from ..evaluation.mia import roc_auc
+from ..evaluation.statistics import mann_whitney_auc
 
 __all__ = [
     "FRACTION_METRICS",
@@ -276,15 +277,6 @@ def rescore(
 
 
 # ----------------------------------------------------------------------------------- the interval
-def _auc_rows(members: np.ndarray, non_members: np.ndarray) -> np.ndarray:
-    """Mann-Whitney AUC of each row (ties count one half), ``[resamples]``."""
-    from scipy.stats import rankdata
-
-    n_pos, n_neg = members.shape[-1], non_members.shape[-1]
-    ranks = rankdata(np.concatenate([members, non_members], axis=-1), axis=-1)
-    return (ranks[:, :n_pos].sum(axis=-1) - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg)
-
-
 def _aligned(before: Mapping, retrain: Mapping, split: str) -> None:
     a, b = list(before[split]["doc_index"]), list(retrain[split]["doc_index"])
     if a != b:
@@ -386,6 +378,8 @@ def ends_interval(
         if b_neg.size == 0 or not all(np.isfinite(x).all() for x in (b_pos, r_pos, b_neg, r_neg)):
             return math.nan, math.nan
         pick_neg = rng.integers(0, b_neg.size, size=(n_resamples, b_neg.size))
-        diffs = _auc_rows(b_pos[pick], b_neg[pick_neg]) - _auc_rows(r_pos[pick], r_neg[pick_neg])
+        diffs = mann_whitney_auc(b_pos[pick], b_neg[pick_neg]) - mann_whitney_auc(
+            r_pos[pick], r_neg[pick_neg]
+        )
     low, high = np.quantile(diffs, [(1 - confidence) / 2, (1 + confidence) / 2])
     return float(low), float(high)

@@ -33,7 +33,7 @@ from torch import Tensor
 
 from .base import MetricResult, TokenMetric
 from .documents import SplitDocuments, padded
-from .statistics import bootstrap_auc_interval, over_unlearned
+from .statistics import bootstrap_auc_interval, mann_whitney_auc, over_unlearned
 
 MIA_SCORES = ("loss", "zlib", "min_k", "min_k_plus_plus")
 
@@ -156,15 +156,7 @@ def roc_auc(members: Tensor, non_members: Tensor) -> float:
     pos, neg = _clean(members), _clean(non_members)
     if pos.numel() == 0 or neg.numel() == 0:
         return math.nan
-    values = torch.cat([pos, neg])
-    _, inverse, counts = torch.unique(values, sorted=True, return_inverse=True, return_counts=True)
-    # average rank (1-based) of each distinct value: ties share the mean of their ranks
-    first_rank = torch.cumsum(counts, 0) - counts + 1
-    mean_rank = first_rank.double() + (counts.double() - 1) / 2
-    ranks = mean_rank[inverse]
-    n_pos, n_neg = pos.numel(), neg.numel()
-    u = ranks[:n_pos].sum() - n_pos * (n_pos + 1) / 2
-    return float(u / (n_pos * n_neg))
+    return float(mann_whitney_auc(pos.double().numpy(), neg.double().numpy()))
 
 
 def tpr_at_fpr(members: Tensor, non_members: Tensor, fpr: float = 0.05) -> float:

@@ -18,7 +18,7 @@ import numpy as np
 from scipy import stats
 from torch import Tensor
 
-__all__ = ["bootstrap_auc_interval", "over_unlearned"]
+__all__ = ["bootstrap_auc_interval", "mann_whitney_auc", "over_unlearned"]
 
 _PAIRS_PER_BATCH = 5_000_000
 
@@ -29,10 +29,11 @@ def _finite(scores: Tensor | np.ndarray) -> np.ndarray:
     return values[np.isfinite(values)]
 
 
-def _auc_along_last_axis(
-    members: np.ndarray, non_members: np.ndarray, axis: int = -1
-) -> np.ndarray:
-    """AUC of every resample at once: ``U / (n_pos * n_neg)`` from average ranks (as ``roc_auc``)."""
+def mann_whitney_auc(members: np.ndarray, non_members: np.ndarray, axis: int = -1) -> np.ndarray:
+    """The area under the ROC curve, members positive, along ``axis`` (every resample or row at
+    once): the Mann-Whitney ``U / (n_pos * n_neg)`` from average ranks (scipy), ties counting one
+    half. The one AUC of the library: :func:`~lightning_unlearn.evaluation.mia.roc_auc`, the
+    bootstrap here and the attacks' ends interval call it."""
     members, non_members = np.moveaxis(members, axis, -1), np.moveaxis(non_members, axis, -1)
     n_pos, n_neg = members.shape[-1], non_members.shape[-1]
     ranks = stats.rankdata(np.concatenate([members, non_members], axis=-1), axis=-1)
@@ -76,7 +77,7 @@ def bootstrap_auc_interval(
         return math.nan, math.nan
     result = stats.bootstrap(
         (pos, neg),
-        _auc_along_last_axis,
+        mann_whitney_auc,
         n_resamples=n_resamples,
         batch=max(1, _PAIRS_PER_BATCH // (pos.size + neg.size)),
         vectorized=True,
