@@ -103,6 +103,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     run(args.mode, args.model, args.out)
+    scale.finish_process_group()
     return 0
 
 
