@@ -49,6 +49,7 @@ __all__ = [
     "ce_u_loss",
     "logit_flatness",
     "dual_update",
+    "banded_target_loss",
 ]
 
 
@@ -638,3 +639,44 @@ def dual_update(
         lam = lam.double()
     loss = torch.as_tensor(retain_loss, device=lam.device).detach().to(lam.dtype)
     return (lam + lr * (loss - bound)).clamp_min(0.0)
+
+
+def banded_target_loss(value: Tensor, target: Tensor, tolerance: float | Tensor) -> Tensor:
+    """Two-sided, bounded-below loss pulling each ``value`` into ``[target - tol, target + tol]``.
+
+    Per row (a forget window and its document's target log-likelihood), with the gap
+    ``g = value - target`` and the distance outside the band ``x = max(|g| - tol, 0)``::
+
+        loss = x**2 / (2 tol)    if x <= tol
+               x - tol / 2       if x >  tol            (a Huber function of x, width tol)
+        d loss / d value = sign(g) * min(x / tol, 1)
+
+    So a remembered document (``value`` above its band) is pushed down, an overshot one (below
+    it) pulled back up, one inside the band contributes nothing; far from the band the gradient
+    is that of gradient ascent (descent) on the document's mean token log-likelihood, scaled by 1,
+    and it fades linearly to 0 over the last ``tol`` before the band, so a document lands in its
+    band instead of being pushed through it. The loss is 0 at best (bounded below, unlike
+    gradient ascent) and continuous with a continuous gradient. With ``tol = 0`` it is
+    ``|g|`` (the gradient ``sign(g)``).
+
+    Args:
+        value: ``[rows]`` the current mean token log-likelihood of each row (with its graph).
+        target: ``[rows]`` each row's target (no gradient).
+        tolerance: the band's half-width ``tol >= 0`` (a float, or ``[rows]``).
+
+    Returns:
+        ``[rows]`` the loss of each row.
+    """
+    if value.shape != target.shape:
+        raise ValueError(
+            f"value and target must have the same shape, got {tuple(value.shape)} and "
+            f"{tuple(target.shape)}"
+        )
+    tol = torch.as_tensor(tolerance, dtype=value.dtype, device=value.device)
+    if bool((tol < 0).any()) or not bool(torch.isfinite(tol).all()):
+        raise ValueError(f"tolerance must be finite and >= 0, got {tolerance}")
+    outside = ((value - target.detach()).abs() - tol).clamp_min(0.0)
+    if bool((tol == 0).all()):
+        return outside
+    quadratic = outside.square() / (2.0 * tol.clamp_min(torch.finfo(value.dtype).tiny))
+    return torch.where(outside <= tol, quadratic, outside - tol / 2.0)

@@ -51,6 +51,7 @@ from .evaluation.report import build_report, format_markdown_table, write_report
 from .evaluation.results import approximate_target
 from .evaluation.runner import evaluate_model
 from .evaluation.schedule import AdaptiveChecks
+from .evaluation.targets import TARGET_KINDS, DocumentStopping, DocumentTargeting
 from .io import atomic_write_json, content_fingerprint, staged_outputs
 from .version import __version__
 
@@ -117,6 +118,21 @@ class UnlearningWorkflow(Callback):
             ``check_every`` steps; ``"fixed"``: every validation the Trainer schedules. Any other
             Trainer schedule is kept as it is.
         check_every: the adaptive schedule's safety net, in steps.
+        targets: ``"mean"`` (default): the stop reads the forget split's mean perplexity against
+            the approximate-retrain target; ``"documents"``: every forget document gets a target
+            of its own (:mod:`~lightning_unlearn.evaluation.targets`), the module gets them
+            (``module.document_targets``, read by per-document methods), the stop is
+            :class:`~lightning_unlearn.evaluation.targets.DocumentStopping` (checks as the
+            Trainer schedules them: every step with ``val_check_interval=1``) and the report shows
+            each forget document's target.
+        reference_model: with ``targets="documents"``: a model that never saw the forget
+            documents (the checkpoint before fine-tuning; a path, or its measurement): targets
+            are its per-document log-likelihoods plus the approximate split's shift. ``None``:
+            quantile matching on the approximate split.
+        document_mask: with ``targets="documents"``: forget documents at their target leave the
+            forget term (any method), refreshed at every check.
+        patience: with ``targets="documents"``: checks without a larger fraction of documents
+            inside their band before the stop.
         verbose: log the target, the stop and the measurements.
     """
 
@@ -134,11 +150,22 @@ class UnlearningWorkflow(Callback):
         score_cache: str | Path | None = None,
         checks: str = "adaptive",
         check_every: int = 10,
+        targets: str = "mean",
+        reference_model: str | Path | Measurement | None = None,
+        document_mask: bool = False,
+        patience: int = 2,
         verbose: bool = True,
     ) -> None:
         super().__init__()
         if checks not in ("adaptive", "fixed"):
             raise ValueError(f"checks must be 'adaptive' or 'fixed', got {checks!r}")
+        if targets not in TARGET_KINDS:
+            raise ValueError(f"targets must be one of {TARGET_KINDS}, got {targets!r}")
+        if targets == "mean" and (reference_model is not None or document_mask):
+            raise ValueError(
+                "reference_model and document_mask are options of per-document targets: set "
+                "targets='documents'"
+            )
         self.schedule = AdaptiveChecks(every=check_every) if checks == "adaptive" else None
         self._adaptive = False  # the schedule is in force for this fit
         self.metrics = list(default_metrics() if metrics is None else metrics)
@@ -150,9 +177,20 @@ class UnlearningWorkflow(Callback):
                 reference_split=reference_split,
                 verbose=verbose,
             )
-            if stop_at_target
+            if stop_at_target and targets == "mean"
             else None
         )
+        self.documents = None
+        if targets == "documents":
+            if stop_at_target:
+                self.stop = DocumentStopping(patience=patience, monitor_split=monitor_split)
+            self.documents = DocumentTargeting(
+                reference=reference_model,
+                mask=document_mask,
+                stop=self.stop,
+                monitor_split=monitor_split,
+                reference_split=reference_split,
+            )
         self.target_ppl = target_ppl
         self.halt = halt
         self.measure_at_steps = sorted({int(s) for s in measure_at_steps})
@@ -344,7 +382,9 @@ class UnlearningWorkflow(Callback):
             self.target_ppl = approximate_target(self.before.values, split=self.reference_split)
         if self.stop is not None and self.stop.target_ppl is None:
             self.stop.target_ppl = self.target_ppl
-        if self.schedule is not None and self.stop is not None:
+        if self.documents is not None:
+            self.documents.begin(self, module, datamodule)
+        elif self.schedule is not None and self.stop is not None:
             self.schedule.start(
                 threshold_ppl=self.target_ppl * (1.0 - self.stop.tolerance),
                 before_ppl=_finite(self.before.values.get(f"{self.monitor_split}/ppl")),
@@ -519,6 +559,9 @@ class UnlearningWorkflow(Callback):
         columns = dict(columns or {})
         documents = {"before": before.documents, "after": after.documents}
         documents.update({name: m.documents for name, m in columns.items()})
+        if self.documents is not None and self.documents.targets is not None:
+            documents["targets"] = self.documents.report_columns()
+            extra = {**dict(extra or {}), "document_targets": self.documents.targets.to_json()}
         return build_report(
             model=model,
             method=method,
@@ -594,10 +637,18 @@ class UnlearningWorkflow(Callback):
                             "tokens": self.train_tokens})  # fmt: skip
         if self._adaptive:
             self.schedule.record_check(step, ppl)
-        if self.stop is None:
+        if self.documents is not None:
+            halt_before = trainer.should_stop
+            evaluator, split = pl_module.evaluator, self.monitor_split
+            columns = dict(evaluator.last.documents.get(split, {}))
+            columns["doc_index"] = evaluator.last_documents[split].doc_index
+            reached, within = self.documents.check(trainer, columns)
+            self.checks[-1]["within"] = within
+        elif self.stop is None:
             return
-        halt_before = trainer.should_stop
-        reached = self.stop.check(trainer, {f"val/{k}": v for k, v in values.items()})
+        else:
+            halt_before = trainer.should_stop
+            reached = self.stop.check(trainer, {f"val/{k}": v for k, v in values.items()})
         if not self.halt:
             trainer.should_stop = halt_before  # record where it would stop, and train on
         if reached and self._stop_step is None:

@@ -80,6 +80,8 @@ class ChunkDataset(Dataset):
         ]
         if with_eval_columns:
             columns += ["zlib_len", "doc_index"]
+        elif "doc_index" in data.column_names and "position_ids" not in data.column_names:
+            columns.append("doc_index")  # a training window of one document: which one
         self._num_tokens = data["num_tokens"] if "num_tokens" in data.column_names else None
         if self._num_tokens is not None and "prompt_len" in data.column_names:
             # a question–answer row is as long as its prompt and its answer

@@ -351,7 +351,8 @@ class PadCollator:
     ``labels`` equal ``input_ids`` with ``-100`` on padding; ``attention_mask`` is 0 on padding.
     Rows of question–answer records carry ``prompt_len``: their first ``prompt_len`` labels are
     ``-100`` too, so only answer tokens are targets (in training and in evaluation). Training rows
-    of a source with ``parts`` carry ``part``, passed on as a LongTensor.
+    of a source with ``parts`` carry ``part``, and unpacked training rows ``doc_index`` (the
+    window's document), passed on as LongTensors.
     With ``split`` set (evaluation), the batch also carries ``"split": split`` and ``zlib_len``,
     ``doc_index`` and (when the rows have it) ``window_index`` as LongTensors.
 
@@ -394,10 +395,11 @@ class PadCollator:
             batch["position_ids"] = position_ids
         if "part" in rows[0]:  # training windows of a source with parts: which part
             batch["part"] = torch.tensor([int(r["part"]) for r in rows], dtype=torch.long)
+        if "doc_index" in rows[0]:  # the document of each window (not of packed windows)
+            batch["doc_index"] = torch.tensor([int(r["doc_index"]) for r in rows], dtype=torch.long)
         if self.split is not None:
             batch["split"] = self.split
             batch["zlib_len"] = torch.tensor([int(r["zlib_len"]) for r in rows], dtype=torch.long)
-            batch["doc_index"] = torch.tensor([int(r["doc_index"]) for r in rows], dtype=torch.long)
             if "window_index" in rows[0]:
                 batch["window_index"] = torch.tensor(
                     [int(r["window_index"]) for r in rows], dtype=torch.long

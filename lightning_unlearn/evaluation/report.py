@@ -214,14 +214,19 @@ def _document_table(report: Mapping[str, Any], split: str = "forget") -> list[st
     index = list(after["doc_index"])
     position = {d: i for i, d in enumerate(before.get("doc_index", []))}
     shown = [(n, h) for n, h in DOCUMENT_COLUMNS if n in after]
-    header = ["document", "ppl before", "ppl after", "after / unseen median"]
-    header += [f"{h} (after)" for _, h in shown]
+    # per-document targets (``UnlearningWorkflow(targets="documents")``): beside the value after
+    targets = (documents.get("targets") or {}).get(split) or {}
+    target_of = dict(zip(targets.get("doc_index", []), targets.get("target ppl", [])))
+    header = ["document", "ppl before", "ppl after"]
+    header += ["target ppl"] if target_of else []
+    header += ["after / unseen median", *(f"{h} (after)" for _, h in shown)]
     rows = []
     for i, doc in enumerate(index):
         ppl_before = _value(before, "ppl", position[doc]) if doc in position else None
         ppl_after = _value(after, "ppl", i)
         ratio = None if ppl_after is None or not unseen else ppl_after / unseen
-        cells = [ppl_before, ppl_after, ratio, *(_value(after, n, i) for n, _ in shown)]
+        cells = [ppl_before, ppl_after, *([target_of.get(doc)] if target_of else [])]
+        cells += [ratio, *(_value(after, n, i) for n, _ in shown)]
         rows.append((math.inf if ratio is None else ratio, str(doc), cells))
     rows.sort(key=lambda r: r[0])
     body = [[doc, *(_fmt(c) for c in cells)] for _, doc, cells in rows[:MARKDOWN_DOCUMENTS]]

@@ -3,6 +3,7 @@
 from .adversarial_samples import AdversarialSamples
 from .base import DivergenceError, UnlearningModule
 from .ce_u import CrossEntropyUnlearning
+from .document_targets import DocumentTargetMatching
 from .dpo import PreferenceUnlearning
 from .gradient_ascent import GradientAscent
 from .gradient_ascent_descent import GradientAscentDescent
@@ -37,6 +38,7 @@ METHODS: dict[str, type[UnlearningModule]] = {
     "satimp": SatImp,
     "ce_u": CrossEntropyUnlearning,
     "pdu": PrimalDualUnlearning,
+    "dtm": DocumentTargetMatching,
 }
 
 __all__ = ["UnlearningModule", "DivergenceError", *(cls.__name__ for cls in METHODS.values())]

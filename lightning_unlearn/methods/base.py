@@ -105,6 +105,12 @@ class UnlearningModule(LightningModule):
     #: the method's *forget term* compares against the frozen original model (a class fact; the
     #: retain term's need follows from ``retain_term``: see :attr:`needs_reference`)
     forget_needs_reference: ClassVar[bool] = False
+    #: each forget document's target and band (set by ``UnlearningWorkflow(targets="documents")``;
+    #: read by methods whose forget term is per document)
+    document_targets: Any = None
+    #: the per-document mask (``UnlearningWorkflow(document_mask=True)``): forget documents at
+    #: their target leave the forget term
+    forget_mask: Any = None
 
     def __init__(
         self,
@@ -381,6 +387,10 @@ class UnlearningModule(LightningModule):
                 "{'forget': batch, 'retain': batch}"
             )
         _check_targets(forget, "forget")
+        if self.forget_mask is not None:
+            forget = self.forget_mask.apply(forget)
+            if forget is None:  # every document of this batch is at its target
+                return self._retain_only(batch, batch_idx)
         self._forget_capture = {"batch": forget} if self.max_forget_nll is not None else None
         try:
             forget_term = self.forget_loss(forget)
@@ -409,6 +419,22 @@ class UnlearningModule(LightningModule):
             loss = loss + self.retain_weight * retain_term
             self.log("train/retain_loss", retain_term.detach(), prog_bar=True, batch_size=size)
         _check_finite(loss, self.global_step)
+        self.log("train/loss", loss.detach(), prog_bar=True, batch_size=size)
+        return loss
+
+    def _retain_only(self, batch: dict[str, Any], batch_idx: int) -> Tensor | None:
+        """The step of a forget batch the per-document mask emptied: the retain term alone
+        (``None``, Lightning skips the step, for a method without one)."""
+        self.log("train/forget_loss", 0.0, prog_bar=True, batch_size=1)
+        if not self.uses_retain or batch.get("retain") is None:
+            return None
+        retain = batch["retain"]
+        _check_targets(retain, "retain")
+        retain_term = self.retain_loss(retain)
+        loss = self.retain_weight * retain_term
+        size = retain["input_ids"].size(0)
+        _check_finite(loss, self.global_step)
+        self.log("train/retain_loss", retain_term.detach(), prog_bar=True, batch_size=size)
         self.log("train/loss", loss.detach(), prog_bar=True, batch_size=size)
         return loss
 
