@@ -49,8 +49,10 @@ def one_pass(model, batches: dict[str, list[dict]]) -> dict[str, float]:
     ``doc_index``, which would join the chunks of a document)."""
     from lightning_unlearn.evaluation import evaluate_splits
 
-    chunks = [[{k: v for k, v in b.items() if k != "doc_index"} for b in items]
-              for items in batches.values()]  # fmt: skip
+    chunks = [
+        [{k: v for k, v in b.items() if k != "doc_index"} for b in items]
+        for items in batches.values()
+    ]
     return evaluate_splits(model, chunks)
 
 

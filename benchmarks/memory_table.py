@@ -60,10 +60,16 @@ def table(*, seq_len: int, micro_batch: int) -> str:
             cells = []
             for _, short in FAMILIES:
                 plan = plan_memory(
-                    size, method=method_needs(short), layout=layout, gpus=1, lora=lora,
-                    seq_len=seq_len, micro_batch=micro_batch,
-                    gradient_checkpointing=checkpointing, gpu_memory_gib=80.0,
-                )  # fmt: skip
+                    size,
+                    method=method_needs(short),
+                    layout=layout,
+                    gpus=1,
+                    lora=lora,
+                    seq_len=seq_len,
+                    micro_batch=micro_batch,
+                    gradient_checkpointing=checkpointing,
+                    gpu_memory_gib=80.0,
+                )
                 gib = plan.gpu_total / GIB
                 fits = [g for g in GPUS if gib <= g]
                 cells.append(f"{gib:.1f} ({fits[0]} GB)" if fits else f"{gib:.1f} (> 80 GB)")
@@ -85,18 +91,31 @@ def comparison(*, seq_len: int, micro_batch: int) -> str:
 
     lines = ["| model | setup | method | joint (GiB) | sequential (GiB) |", "|---|---|---|---|---|"]
     for key, name in MODELS[1:]:
-        for label, lora, checkpointing in (("LoRA r=8", True, False),
-                                           ("LoRA r=8 + checkpointing", True, True)):  # fmt: skip
+        for label, lora, checkpointing in (
+            ("LoRA r=8", True, False),
+            ("LoRA r=8 + checkpointing", True, True),
+        ):
             size = model_size(load_model_config(key), lora_rank=8 if lora else None)
             for method in ("ga_gd", "ga_kl"):
                 totals = [
-                    plan_memory(size, method=method_needs(method), layout=PRESETS["single_gpu"],
-                                gpus=1, lora=lora, seq_len=seq_len, micro_batch=micro_batch,
-                                gradient_checkpointing=checkpointing, backward=order).gpu_total / GIB
+                    plan_memory(
+                        size,
+                        method=method_needs(method),
+                        layout=PRESETS["single_gpu"],
+                        gpus=1,
+                        lora=lora,
+                        seq_len=seq_len,
+                        micro_batch=micro_batch,
+                        gradient_checkpointing=checkpointing,
+                        backward=order,
+                    ).gpu_total
+                    / GIB
                     for order in ("joint", "sequential")
-                ]  # fmt: skip
-                lines.append(f"| {name} | {label} | {method_needs(method).name} | "
-                             f"{totals[0]:.1f} | {totals[1]:.1f} |")  # fmt: skip
+                ]
+                lines.append(
+                    f"| {name} | {label} | {method_needs(method).name} | "
+                    f"{totals[0]:.1f} | {totals[1]:.1f} |"
+                )
     return "\n".join(lines)
 
 
@@ -108,20 +127,22 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--print-only", action="store_true")
     args = p.parse_args(argv)
     kw = dict(seq_len=args.seq_len, micro_batch=args.micro_batch)
-    body = "\n".join([
-        f"Estimated GiB per GPU on **one** GPU (`lightning-unlearn plan`, bf16-mixed, micro-batch "
-        f"{args.micro_batch} x {args.seq_len} tokens, a retain batch of the same size, 2 GiB of "
-        "runtime allowance), and the smallest of a 24 / 40 / 80 GB GPU it fits on. Written by "
-        "`python benchmarks/memory_table.py` from the planner (arithmetic on the published configs; "
-        "activations are +-30%).",
-        "",
-        table(**kw),
-        "",
-        "What the sequential backward saves for the methods with a retain term (one GPU, default "
-        "preset):",
-        "",
-        comparison(**kw),
-    ])  # fmt: skip
+    body = "\n".join(
+        [
+            f"Estimated GiB per GPU on **one** GPU (`lightning-unlearn plan`, bf16-mixed, micro-batch "
+            f"{args.micro_batch} x {args.seq_len} tokens, a retain batch of the same size, 2 GiB of "
+            "runtime allowance), and the smallest of a 24 / 40 / 80 GB GPU it fits on. Written by "
+            "`python benchmarks/memory_table.py` from the planner (arithmetic on the published configs; "
+            "activations are +-30%).",
+            "",
+            table(**kw),
+            "",
+            "What the sequential backward saves for the methods with a retain term (one GPU, default "
+            "preset):",
+            "",
+            comparison(**kw),
+        ]
+    )
     if args.print_only:
         print(body)
     else:
