@@ -176,17 +176,17 @@ def smoke_settings(cache_dir: str | os.PathLike):
     """Demo settings small enough for the tiny test model (seconds)."""
     from lightning_unlearn.demo import DemoSettings
 
+    documents = {
+        f"{split}_documents": 4 for split in ("forget", "approximate", "retain", "general")
+    }
     return DemoSettings(
         output_dir=str(Path(cache_dir) / "out"),
         cache_dir=str(cache_dir),
         max_length=64,
-        forget_documents=4,
-        approximate_documents=4,
-        retain_documents=4,
-        general_documents=4,
         pretrain_epochs=1,
         pretrain_batch_size=4,
         unlearn_batch_size=2,
+        **documents,
     )
 
 

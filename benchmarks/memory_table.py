@@ -39,15 +39,28 @@ SETUPS = (
 GPUS = (24, 40, 80)
 
 
+def _gib(size, method: str, layout, lora: bool, checkpointing: bool, **options) -> float:
+    """The planner's GiB per GPU of ``method`` (a short name) on one GPU."""
+    from lightning_unlearn.planner import GIB, method_needs, plan_memory
+
+    plan = plan_memory(
+        size,
+        method=method_needs(method),
+        layout=layout,
+        gpus=1,
+        lora=lora,
+        gradient_checkpointing=checkpointing,
+        **options,
+    )
+    return plan.gpu_total / GIB
+
+
 def table(*, seq_len: int, micro_batch: int) -> str:
     from lightning_unlearn.planner import (
-        GIB,
         PRESETS,
         default_backward,
         load_model_config,
-        method_needs,
         model_size,
-        plan_memory,
     )
 
     header = ["model", "setup", *(label for label, _ in FAMILIES)]
@@ -59,18 +72,8 @@ def table(*, seq_len: int, micro_batch: int) -> str:
             layout = PRESETS[preset]
             cells = []
             for _, short in FAMILIES:
-                plan = plan_memory(
-                    size,
-                    method=method_needs(short),
-                    layout=layout,
-                    gpus=1,
-                    lora=lora,
-                    seq_len=seq_len,
-                    micro_batch=micro_batch,
-                    gradient_checkpointing=checkpointing,
-                    gpu_memory_gib=80.0,
-                )
-                gib = plan.gpu_total / GIB
+                shape = dict(seq_len=seq_len, micro_batch=micro_batch, gpu_memory_gib=80.0)
+                gib = _gib(size, short, layout, lora, checkpointing, **shape)
                 fits = [g for g in GPUS if gib <= g]
                 cells.append(f"{gib:.1f} ({fits[0]} GB)" if fits else f"{gib:.1f} (> 80 GB)")
             order = default_backward(layout)
@@ -81,12 +84,10 @@ def table(*, seq_len: int, micro_batch: int) -> str:
 def comparison(*, seq_len: int, micro_batch: int) -> str:
     """What the sequential backward saves: joint vs sequential for the retain methods."""
     from lightning_unlearn.planner import (
-        GIB,
         PRESETS,
         load_model_config,
         method_needs,
         model_size,
-        plan_memory,
     )
 
     lines = ["| model | setup | method | joint (GiB) | sequential (GiB) |", "|---|---|---|---|---|"]
@@ -97,19 +98,12 @@ def comparison(*, seq_len: int, micro_batch: int) -> str:
         ):
             size = model_size(load_model_config(key), lora_rank=8 if lora else None)
             for method in ("ga_gd", "ga_kl"):
+                layout, shape = (
+                    PRESETS["single_gpu"],
+                    dict(seq_len=seq_len, micro_batch=micro_batch),
+                )
                 totals = [
-                    plan_memory(
-                        size,
-                        method=method_needs(method),
-                        layout=PRESETS["single_gpu"],
-                        gpus=1,
-                        lora=lora,
-                        seq_len=seq_len,
-                        micro_batch=micro_batch,
-                        gradient_checkpointing=checkpointing,
-                        backward=order,
-                    ).gpu_total
-                    / GIB
+                    _gib(size, method, layout, lora, checkpointing, backward=order, **shape)
                     for order in ("joint", "sequential")
                 ]
                 lines.append(

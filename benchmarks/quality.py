@@ -394,20 +394,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         epoch_run = (not args.no_ttf) and name in TTF_METHODS and lr == ttf_lr
         run_budgets = sorted(set(budgets) | ({epoch_steps} if epoch_run else set()))
         t = time.perf_counter()
-        run = run_one(
-            task,
-            name=name,
-            cls_name=cls_name,
-            retain=retain,
-            kwargs=kwargs,
-            lr=lr,
-            budgets=run_budgets,
-            check_every=check_every,
-            target=target,
-            before=before,
-            data_options=data_options,
-            max_steps=ttf_max if epoch_run else None,
-        )
+        row = dict(name=name, cls_name=cls_name, retain=retain, kwargs=kwargs, lr=lr)
+        cells = dict(budgets=run_budgets, check_every=check_every, data_options=data_options)
+        stop_at = dict(target=target, before=before, max_steps=ttf_max if epoch_run else None)
+        run = run_one(task, **row, **cells, **stop_at)
         run["epoch_run"], run["epoch_steps"] = epoch_run, epoch_steps
         finished[name, lr] = run
         stop = run["stop"]["step"] if run["stop"] else None

@@ -47,10 +47,7 @@ def plot(results: dict[str, Any], folder: Path) -> dict[str, str]:
     ax.set_ylabel("forget perplexity")
     ax.set_title("Forget perplexity during unlearning")
     ax.legend(fontsize=6, ncol=2, loc="upper left")
-    fig.tight_layout()
-    path = folder / "results_forget_curves.png"
-    fig.savefig(path)
-    out["forget_curves"] = path.name
+    out["forget_curves"] = common.save_figure(fig, folder, "results_forget_curves.png")
 
     fig = Figure(figsize=(7.5, 4.5), dpi=110)
     ax = fig.add_subplot(1, 1, 1)
@@ -90,10 +87,7 @@ def plot(results: dict[str, Any], folder: Path) -> dict[str, str]:
     ax.set_ylabel("retain perplexity (lower = utility kept)")
     ax.set_title("Forget / utility trade-off (dashed: target)")
     ax.legend(fontsize=6, ncol=2, loc="upper left")
-    fig.tight_layout()
-    path = folder / "results_tradeoff.png"
-    fig.savefig(path)
-    out["tradeoff"] = path.name
+    out["tradeoff"] = common.save_figure(fig, folder, "results_tradeoff.png")
     return out
 
 

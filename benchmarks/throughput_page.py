@@ -15,6 +15,19 @@ def _op(check: dict[str, Any]) -> str:
     return "≤" if check.get("upper_bound") else "≥"
 
 
+def _check(name: str, value: float, target: float, *, upper: bool = False, judged: bool = True):
+    """A target: ``value`` at least ``target`` (at most with ``upper``); ``judged=False``: shown,
+    not judged (``ok`` is ``None``)."""
+    ok = (value <= target if upper else value >= target) if judged else None
+    return {
+        "check": name,
+        "value": value,
+        "target": target,
+        "ok": ok,
+        **({"upper_bound": True} if upper else {}),
+    }
+
+
 def order_checks(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Issue #19's targets: memory of the retain methods over GA's (sequential), and sequential
     tokens/s over joint's."""
@@ -26,26 +39,12 @@ def order_checks(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
             r = by.get((method, order))
             if ga and r:
                 ratio = r["peak_rss_mb"] / ga["peak_rss_mb"]
-                out.append(
-                    {
-                        "check": f"{method} / {base} peak RSS, {order}",
-                        "value": ratio,
-                        "target": limit,
-                        "ok": ratio <= limit if order == "sequential" else None,
-                        "upper_bound": True,
-                    }
-                )
+                name = f"{method} / {base} peak RSS, {order}"
+                out.append(_check(name, ratio, limit, upper=True, judged=order == "sequential"))
         joint, seq = by.get((method, "joint")), by.get((method, "sequential"))
         if joint and seq:
             ratio = seq["median_tokens_per_s"] / joint["median_tokens_per_s"]
-            out.append(
-                {
-                    "check": f"{method}: sequential / joint tokens/s (medians)",
-                    "value": ratio,
-                    "target": 0.97,
-                    "ok": ratio >= 0.97,
-                }
-            )
+            out.append(_check(f"{method}: sequential / joint tokens/s (medians)", ratio, 0.97))
     return out
 
 
@@ -94,48 +93,22 @@ def checks(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         hf = by.get(("hf_trainer_padded", method, length))
         if loop:
             ratio = r["tokens_per_s"] / loop["tokens_per_s"]
-            out.append(
-                {
-                    "check": f"{method} @ {length}: lightning_unlearn / torch_loop tokens/s",
-                    "value": ratio,
-                    "target": 0.95,
-                    "ok": ratio >= 0.95,
-                }
-            )
+            name = f"{method} @ {length}: lightning_unlearn / torch_loop tokens/s"
+            out.append(_check(name, ratio, 0.95))
         if hf:
             need = 0.95 / (1.0 - hf["padding_waste"])
             ratio = r["tokens_per_s"] / hf["tokens_per_s"]
-            out.append(
-                {
-                    "check": f"{method} @ {length}: lightning_unlearn / hf_trainer_padded real tokens/s",
-                    "value": ratio,
-                    "target": need,
-                    "ok": ratio >= need,
-                }
-            )
-        out.append(
-            {
-                "check": f"{method} @ {length}: lightning_unlearn MFU",
-                "value": r["mfu"],
-                "target": 0.55,
-                "ok": r["mfu"] >= 0.55,
-            }
-        )
+            name = f"{method} @ {length}: lightning_unlearn / hf_trainer_padded real tokens/s"
+            out.append(_check(name, ratio, need))
+        out.append(_check(f"{method} @ {length}: lightning_unlearn MFU", r["mfu"], 0.55))
     for length in sorted({r["max_length"] for r in rows}):
         for suffix, limit in (("", 1.6), (" (LoRA)", 1.15)):
             ga = by.get(("lightning_unlearn", "GA" + suffix, length))
             kl = by.get(("lightning_unlearn", "GA+KL" + suffix, length))
             if ga and kl:
                 ratio = kl["peak_rss_mb"] / ga["peak_rss_mb"]
-                out.append(
-                    {
-                        "check": f"GA+KL{suffix} / GA{suffix} peak RSS @ {length}",
-                        "value": ratio,
-                        "target": limit,
-                        "ok": ratio <= limit,
-                        "upper_bound": True,
-                    }
-                )
+                name = f"GA+KL{suffix} / GA{suffix} peak RSS @ {length}"
+                out.append(_check(name, ratio, limit, upper=True))
     return out
 
 
