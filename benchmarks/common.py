@@ -20,11 +20,13 @@ import os
 import platform
 import subprocess
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
+
+from lightning_unlearn.evaluation.base import finite  # noqa: F401 - the benchmarks' finite()
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -174,17 +176,17 @@ def smoke_settings(cache_dir: str | os.PathLike):
     """Demo settings small enough for the tiny test model (seconds)."""
     from lightning_unlearn.demo import DemoSettings
 
+    documents = {
+        f"{split}_documents": 4 for split in ("forget", "approximate", "retain", "general")
+    }
     return DemoSettings(
         output_dir=str(Path(cache_dir) / "out"),
         cache_dir=str(cache_dir),
         max_length=64,
-        forget_documents=4,
-        approximate_documents=4,
-        retain_documents=4,
-        general_documents=4,
         pretrain_epochs=1,
         pretrain_batch_size=4,
         unlearn_batch_size=2,
+        **documents,
     )
 
 
@@ -284,22 +286,54 @@ class Budget:
             raise SystemExit(f"--budget-minutes must be >= 0, got {minutes!r}")
         self.minutes, self.clock = minutes, clock
         self.started = clock()
+        self.stopped = False  # set by units() when the budget ends a run
 
     def spent(self) -> bool:
         """Whether the budget is used up (never without one)."""
         return self.minutes is not None and self.clock() - self.started >= 60.0 * self.minutes
 
     def stop_line(self, done: int, left: int, script: str) -> str:
-        return (f"budget of {self.minutes:g} min spent after {done} unit(s) of this run; {left} "
-                f"left: python benchmarks/{script} --resume continues")  # fmt: skip
+        return (
+            f"budget of {self.minutes:g} min spent after {done} unit(s) of this run; {left} "
+            f"left: python benchmarks/{script} --resume continues"
+        )
+
+    def units(self, todo: Sequence[Any], script: str) -> Iterator[Any]:
+        """The units of ``todo`` in order, until the budget is spent after one (each finished
+        unit is already in the results); then the stop line is printed and :attr:`stopped` set."""
+        self.stopped = False
+        for done, unit in enumerate(todo):
+            if done and self.spent():
+                print(self.stop_line(done, len(todo) - done, script), flush=True)
+                self.stopped = True
+                return
+            yield unit
 
 
 def add_budget_argument(parser) -> None:
     parser.add_argument(
-        "--budget-minutes", type=float, default=None,
+        "--budget-minutes",
+        type=float,
+        default=None,
         help="stop cleanly after the unit in progress once this many minutes have passed (each "
         "finished unit is already in --json); --resume continues",
-    )  # fmt: skip
+    )
+
+
+def previous_results(path: Path, resume: bool, **same: Any) -> dict[str, Any] | None:
+    """With ``--resume``, the results stored in ``path`` (``None`` without one or without the
+    file), checked to have been made with the same ``same`` (each a key of the stored results:
+    the settings that make stored scores reusable)."""
+    if not (resume and path.exists()):
+        return None
+    previous = json.loads(path.read_text())
+    for key, value in same.items():
+        if previous.get(key) != json.loads(json.dumps(value, default=str)):
+            raise SystemExit(
+                f"--resume: {path} was made with other {key} ({previous.get(key)}); run "
+                "without --resume (or with another --json) to start again"
+            )
+    return previous
 
 
 # ----------------------------------------------------------------------------------- output
@@ -331,15 +365,6 @@ def _jsonable(value: Any) -> Any:
     raise TypeError(f"not JSON serialisable: {type(value).__name__}")
 
 
-def finite(value: Any) -> float | None:
-    """``float(value)`` or ``None`` when missing / NaN / infinite (JSON has no NaN)."""
-    try:
-        v = float(value)
-    except (TypeError, ValueError):
-        return None
-    return v if math.isfinite(v) else None
-
-
 def replace_section(path: str | os.PathLike, marker: str, body: str, *, title: str) -> Path:
     """Write ``body`` between ``<!-- marker:start -->`` and ``<!-- marker:end -->`` in ``path``
     (appended under ``title`` when absent), leaving the rest of the document as it is."""
@@ -360,3 +385,23 @@ def replace_section(path: str | os.PathLike, marker: str, body: str, *, title: s
 
 def fmt(value: float | None, digits: int = 2) -> str:
     return "—" if value is None else f"{value:.{digits}f}"
+
+
+def markdown_table(header: Sequence[str], rows: Sequence[Sequence[Any] | str]) -> list[str]:
+    """The lines of a markdown table: the header, its rule and one line per row (cells joined by
+    `` | ``; a row given as a string is a line as it is)."""
+
+    def line(cells: Sequence[Any]) -> str:
+        return "| " + " | ".join(str(c) for c in cells) + " |"
+
+    return [line(header), "|" + "---|" * len(header)] + [
+        row if isinstance(row, str) else line(row) for row in rows
+    ]
+
+
+def save_figure(fig, folder: Path, name: str) -> str:
+    """Lay ``fig`` out, save it as ``folder/name`` and return the name (the page links it)."""
+    fig.tight_layout()
+    folder.mkdir(parents=True, exist_ok=True)
+    fig.savefig(folder / name)
+    return name

@@ -49,8 +49,10 @@ def one_pass(model, batches: dict[str, list[dict]]) -> dict[str, float]:
     ``doc_index``, which would join the chunks of a document)."""
     from lightning_unlearn.evaluation import evaluate_splits
 
-    chunks = [[{k: v for k, v in b.items() if k != "doc_index"} for b in items]
-              for items in batches.values()]  # fmt: skip
+    chunks = [
+        [{k: v for k, v in b.items() if k != "doc_index"} for b in items]
+        for items in batches.values()
+    ]
     return evaluate_splits(model, chunks)
 
 
@@ -104,8 +106,9 @@ def _positions(batches: dict[str, list[dict]], splits=None) -> int:
 
 
 def render(r: dict[str, Any]) -> str:
+    head = common.provenance_line(r["provenance"])
     lines = [
-        common.provenance_line(r["provenance"]),
+        head,
         "",
         f"Model `{Path(r['model']).name}`, fp32, no grad; demo corpus evaluation windows "
         f"(max_length {r['max_length']}), the first {r['chunks_per_split']} windows of each split "
@@ -231,11 +234,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     }
     common.write_json(args.json, result)
     common.replace_section(args.markdown, "eval_speed", render(result), title="Performance")
-    print(
-        f"one pass {result['one_pass_tokens_per_s']:.1f} tok/s, two passes "
-        f"{result['two_pass_tokens_per_s']:.1f} tok/s: {result['speedup']:.2f}x",
-        flush=True,
-    )
+    one, two = result["one_pass_tokens_per_s"], result["two_pass_tokens_per_s"]
+    print(f"one pass {one:.1f} tok/s, two passes {two:.1f} tok/s: {result['speedup']:.2f}x")
     return 0
 
 

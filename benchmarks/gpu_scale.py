@@ -83,8 +83,14 @@ def run_one(method: str, checkpoint: Path, args, backward: str = "joint") -> dic
     from lightning_unlearn.strategies import CPUDeepSpeedStrategy, HFDeepSpeedStrategy
 
     cls = {"ga_gd": GradientAscentDescent, "ga_kl": GradientAscentKL}[method]
-    module = cls(str(checkpoint), learning_rate=1e-5, warmup_ratio=0.0, scheduler="constant",
-                 gradient_checkpointing=args.gradient_checkpointing, backward=backward)  # fmt: skip
+    module = cls(
+        str(checkpoint),
+        learning_rate=1e-5,
+        warmup_ratio=0.0,
+        scheduler="constant",
+        gradient_checkpointing=args.gradient_checkpointing,
+        backward=backward,
+    )
     world = int(os.environ.get("WORLD_SIZE", 1))
     strategy_cls = CPUDeepSpeedStrategy if args.cpu else HFDeepSpeedStrategy
     strategy = strategy_cls(
@@ -105,11 +111,17 @@ def run_one(method: str, checkpoint: Path, args, backward: str = "joint") -> dic
 
     steps = args.warmup + args.steps
     trainer = Lg.Trainer(
-        accelerator="cpu" if args.cpu else "gpu", devices=world, strategy=strategy,
-        precision="32-true" if args.cpu else "bf16-mixed", max_steps=steps, logger=False,
-        enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+        accelerator="cpu" if args.cpu else "gpu",
+        devices=world,
+        strategy=strategy,
+        precision="32-true" if args.cpu else "bf16-mixed",
+        max_steps=steps,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
         callbacks=[Clock()],
-    )  # fmt: skip
+    )
     vocab = AutoConfig.from_pretrained(checkpoint).vocab_size
     rank = trainer.global_rank
     data = _RandomTokens(vocab, args.micro_batch, args.seq_len, steps, seed=rank)
@@ -127,11 +139,17 @@ def run_one(method: str, checkpoint: Path, args, backward: str = "joint") -> dic
     peak = torch.cuda.max_memory_allocated() if torch.cuda.is_available() else 0
     mfu = tokens_per_s * flops_per_token / (args.peak_tflops * 1e12 * world)
     return {
-        "method": method, "backward": backward,
-        "strategy": "zero3" + ("+offload" if args.offload else ""), "gpus": world,
-        "tokens_per_s": round(tokens_per_s, 1), "peak_gpu_gib": round(peak / 1024**3, 2),
-        "mfu": round(mfu, 4), "params": n, "seq_len": args.seq_len, "micro_batch": args.micro_batch,
-    }  # fmt: skip
+        "method": method,
+        "backward": backward,
+        "strategy": "zero3" + ("+offload" if args.offload else ""),
+        "gpus": world,
+        "tokens_per_s": round(tokens_per_s, 1),
+        "peak_gpu_gib": round(peak / 1024**3, 2),
+        "mfu": round(mfu, 4),
+        "params": n,
+        "seq_len": args.seq_len,
+        "micro_batch": args.micro_batch,
+    }
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -39,15 +39,28 @@ SETUPS = (
 GPUS = (24, 40, 80)
 
 
+def _gib(size, method: str, layout, lora: bool, checkpointing: bool, **options) -> float:
+    """The planner's GiB per GPU of ``method`` (a short name) on one GPU."""
+    from lightning_unlearn.planner import GIB, method_needs, plan_memory
+
+    plan = plan_memory(
+        size,
+        method=method_needs(method),
+        layout=layout,
+        gpus=1,
+        lora=lora,
+        gradient_checkpointing=checkpointing,
+        **options,
+    )
+    return plan.gpu_total / GIB
+
+
 def table(*, seq_len: int, micro_batch: int) -> str:
     from lightning_unlearn.planner import (
-        GIB,
         PRESETS,
         default_backward,
         load_model_config,
-        method_needs,
         model_size,
-        plan_memory,
     )
 
     header = ["model", "setup", *(label for label, _ in FAMILIES)]
@@ -59,12 +72,8 @@ def table(*, seq_len: int, micro_batch: int) -> str:
             layout = PRESETS[preset]
             cells = []
             for _, short in FAMILIES:
-                plan = plan_memory(
-                    size, method=method_needs(short), layout=layout, gpus=1, lora=lora,
-                    seq_len=seq_len, micro_batch=micro_batch,
-                    gradient_checkpointing=checkpointing, gpu_memory_gib=80.0,
-                )  # fmt: skip
-                gib = plan.gpu_total / GIB
+                shape = dict(seq_len=seq_len, micro_batch=micro_batch, gpu_memory_gib=80.0)
+                gib = _gib(size, short, layout, lora, checkpointing, **shape)
                 fits = [g for g in GPUS if gib <= g]
                 cells.append(f"{gib:.1f} ({fits[0]} GB)" if fits else f"{gib:.1f} (> 80 GB)")
             order = default_backward(layout)
@@ -75,28 +84,32 @@ def table(*, seq_len: int, micro_batch: int) -> str:
 def comparison(*, seq_len: int, micro_batch: int) -> str:
     """What the sequential backward saves: joint vs sequential for the retain methods."""
     from lightning_unlearn.planner import (
-        GIB,
         PRESETS,
         load_model_config,
         method_needs,
         model_size,
-        plan_memory,
     )
 
     lines = ["| model | setup | method | joint (GiB) | sequential (GiB) |", "|---|---|---|---|---|"]
     for key, name in MODELS[1:]:
-        for label, lora, checkpointing in (("LoRA r=8", True, False),
-                                           ("LoRA r=8 + checkpointing", True, True)):  # fmt: skip
+        for label, lora, checkpointing in (
+            ("LoRA r=8", True, False),
+            ("LoRA r=8 + checkpointing", True, True),
+        ):
             size = model_size(load_model_config(key), lora_rank=8 if lora else None)
             for method in ("ga_gd", "ga_kl"):
+                layout, shape = (
+                    PRESETS["single_gpu"],
+                    dict(seq_len=seq_len, micro_batch=micro_batch),
+                )
                 totals = [
-                    plan_memory(size, method=method_needs(method), layout=PRESETS["single_gpu"],
-                                gpus=1, lora=lora, seq_len=seq_len, micro_batch=micro_batch,
-                                gradient_checkpointing=checkpointing, backward=order).gpu_total / GIB
+                    _gib(size, method, layout, lora, checkpointing, backward=order, **shape)
                     for order in ("joint", "sequential")
-                ]  # fmt: skip
-                lines.append(f"| {name} | {label} | {method_needs(method).name} | "
-                             f"{totals[0]:.1f} | {totals[1]:.1f} |")  # fmt: skip
+                ]
+                lines.append(
+                    f"| {name} | {label} | {method_needs(method).name} | "
+                    f"{totals[0]:.1f} | {totals[1]:.1f} |"
+                )
     return "\n".join(lines)
 
 
@@ -108,20 +121,22 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--print-only", action="store_true")
     args = p.parse_args(argv)
     kw = dict(seq_len=args.seq_len, micro_batch=args.micro_batch)
-    body = "\n".join([
-        f"Estimated GiB per GPU on **one** GPU (`lightning-unlearn plan`, bf16-mixed, micro-batch "
-        f"{args.micro_batch} x {args.seq_len} tokens, a retain batch of the same size, 2 GiB of "
-        "runtime allowance), and the smallest of a 24 / 40 / 80 GB GPU it fits on. Written by "
-        "`python benchmarks/memory_table.py` from the planner (arithmetic on the published configs; "
-        "activations are +-30%).",
-        "",
-        table(**kw),
-        "",
-        "What the sequential backward saves for the methods with a retain term (one GPU, default "
-        "preset):",
-        "",
-        comparison(**kw),
-    ])  # fmt: skip
+    body = "\n".join(
+        [
+            f"Estimated GiB per GPU on **one** GPU (`lightning-unlearn plan`, bf16-mixed, micro-batch "
+            f"{args.micro_batch} x {args.seq_len} tokens, a retain batch of the same size, 2 GiB of "
+            "runtime allowance), and the smallest of a 24 / 40 / 80 GB GPU it fits on. Written by "
+            "`python benchmarks/memory_table.py` from the planner (arithmetic on the published configs; "
+            "activations are +-30%).",
+            "",
+            table(**kw),
+            "",
+            "What the sequential backward saves for the methods with a retain term (one GPU, default "
+            "preset):",
+            "",
+            comparison(**kw),
+        ]
+    )
     if args.print_only:
         print(body)
     else:

@@ -139,7 +139,7 @@ def test_replace_section_keeps_the_rest(tmp_path):
 
 def test_forgetting_quality_times_each_side_on_one_machine():
     """A run resumed on another machine: the time ratio compares models of one machine only."""
-    benchmark = _load("forgetting_quality")
+    benchmark = _load("forgetting_quality_analysis")
     unlearned = [{"host": "b", "seconds": 6.0}, {"host": "b", "seconds": 8.0},
                  {"host": "a", "seconds": 1.0}]  # fmt: skip
     retrained = [{"host": "a", "seconds": 2.0}, {"host": None, "seconds": 3.0},
