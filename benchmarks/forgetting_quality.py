@@ -82,7 +82,17 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common  # noqa: E402
 import forgetting_quality_page as page  # noqa: E402
 from forgetting_quality_analysis import DEFAULT_SEARCH, SEARCHES  # noqa: E402
-from forgetting_quality_models import SCORE_SPLITS, pretrain, scores, seen_model, unlearn_once  # noqa: E402
+from forgetting_quality_models import (  # noqa: E402
+    HELDOUT,
+    NEVER_SEEN,
+    SCORE_SPLITS,
+    heldout,
+    pretrain,
+    retain_halves,
+    scores,
+    seen_model,
+    unlearn_once,
+)
 from runs import Method  # noqa: E402
 
 #: the unlearning configurations (``--methods`` by name): ``retain`` trains the retain term on
@@ -114,7 +124,46 @@ METHODS = {
         ),
     )
 }
-DEFAULT_METHODS = ("GA+GD", "GA", "NPO+GD", "PDU")
+#: per-document targets (#27), each with the held-out retain protocol (the retain term trains on
+#: half of the retain documents, the retain utility is measured on the other half): this
+#: library's DocumentTargetMatching with targets from the never-seen base model and with quantile
+#: targets, GA+GD with the per-document mask, and GA+GD itself under the same protocol
+DOCUMENT_METHODS = (
+    Method(
+        "DTM+ref",
+        "DocumentTargetMatching",
+        "retain",
+        data=HELDOUT,
+        workflow={"targets": "documents", "reference_model": NEVER_SEEN},
+        label="DTM, targets from the never-seen model (held-out retain)",
+    ),
+    Method(
+        "DTM",
+        "DocumentTargetMatching",
+        "retain",
+        data=HELDOUT,
+        workflow={"targets": "documents"},
+        label="DTM, quantile targets (held-out retain)",
+    ),
+    Method(
+        "GA+GD+mask",
+        "GradientAscentDescent",
+        "retain",
+        data=HELDOUT,
+        workflow={"targets": "documents", "reference_model": NEVER_SEEN, "document_mask": True},
+        label="GA+GD, per-document mask, targets from the never-seen model (held-out retain)",
+    ),
+    Method(
+        "GA+GD/held-out",
+        "GradientAscentDescent",
+        "retain",
+        data=HELDOUT,
+        label="GA+GD in-dist, stop at target (held-out retain)",
+    ),
+)
+METHODS.update({m.name: m for m in DOCUMENT_METHODS})
+#: GA+GD/held-out (the same GA+GD under the held-out protocol) on request: not run by default
+DEFAULT_METHODS = ("GA+GD", "GA", "NPO+GD", "PDU", "DTM+ref", "GA+GD+mask", "DTM")
 LABELS = {key: m.title for key, m in METHODS.items()}
 
 
@@ -345,6 +394,25 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     plan = [("retrain", seed) for seed in range(1, 2 * n + 1)]
     plan += [("seen", seed) for seed in range(1, n + 1)]
+    held_out = any(heldout(METHODS[key]) for key in methods)
+    if held_out:  # retrain seeds 1..N again, their retain utility on the held-out documents
+        plan += [("retrain_heldout", seed) for seed in range(1, n + 1)]
+        heldout_data = demo_data(
+            task.base_dir,
+            task.corpus,
+            settings,
+            train="forget",
+            batch_size=settings.unlearn_batch_size,
+            retain=False,
+            eval_splits=SCORE_SPLITS,
+            eval_batch_size=8,
+            eval_retain=retain_halves(task)["retain_heldout"],
+        )
+    reference = None
+    if any(METHODS[k].workflow.get("reference_model") == NEVER_SEEN for k in methods):
+        reference = UnlearningWorkflow(metrics=[Perplexity()], verbose=False).measure_checkpoint(
+            task.base_dir, full, generation=False, splits=["forget", "approximate"]
+        )
     plan += [(key, seed) for key in methods for seed in range(1, n + 1)]
     todo = [(k, seed) for k, seed in plan if seed not in {m["seed"] for m in models.get(k, [])}]
     # a seen model trains on more documents than a retrain model: its time before it is measured
@@ -363,10 +431,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     budget = common.Budget(args.budget_minutes)
     for i, (kind, seed) in enumerate(budget.units(todo, "forgetting_quality.py"), 1):
         t = time.perf_counter()
-        if kind in ("retrain", "seen"):
-            train = "pretrain_without_forget" if kind == "retrain" else "pretrain"
+        if kind in ("retrain", "seen", "retrain_heldout"):
+            train = "pretrain" if kind == "seen" else "pretrain_without_forget"
+            data = heldout_data if kind == "retrain_heldout" else score_data
             record = pretrain(
-                task, train=train, seed=seed, recipe=recipe, scorer=scorer, score_data=score_data
+                task, train=train, seed=seed, recipe=recipe, scorer=scorer, score_data=data
             )
         else:
             record = unlearn_once(
@@ -377,6 +446,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 before=before,
                 lr=lr,
                 max_steps=max_steps,
+                reference=reference,
             )
         if record.pop("doc_index") != doc_index:
             raise RuntimeError(

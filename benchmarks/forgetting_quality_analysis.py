@@ -41,11 +41,14 @@ def compare(
     *,
     search: str,
     timed: list[dict],
+    utility: list[dict] | None = None,
 ) -> dict:
     """F, epsilon and points per example, utility ratios, score and seconds of one row.
 
     ``timed``: the retrain models whose seconds per model are the retrain side's (every retrain
-    model's time measures the same recipe, whichever seeds the row compares)."""
+    model's time measures the same recipe, whichever seeds the row compares); ``utility``: the
+    retrain models whose utilities are the denominators (default ``retrained``; a row measured on
+    the held-out retain documents takes the retrain models scored on them)."""
     from lightning_unlearn.evaluation.forgetting_quality import (
         competition_score,
         epsilon_per_example,
@@ -62,7 +65,8 @@ def compare(
     other = other_search(search)
     eps_other = epsilon_per_example(confidences(u), confidences(r), **SEARCHES[other])
     f = float(pts.mean())
-    utilities = {k: (mean_of(u, k), mean_of(r, k)) for k in ("retain_acc", "general_acc")}
+    base = (utility or retrained)[:n]
+    utilities = {k: (mean_of(u, k), mean_of(base, k)) for k in ("retain_acc", "general_acc")}
     ratios = {k: (a / b if a is not None and b else None) for k, (a, b) in utilities.items()}
     score = None
     if all(a is not None and b for a, b in utilities.values()):
@@ -148,9 +152,16 @@ def analyse(results: dict[str, Any], labels: dict[str, str]) -> None:
     second = [m for m in retrain if n < m["seed"] <= 2 * n]
     rows = []
 
+    held = sorted(models.get("retrain_heldout", []), key=lambda m: m["seed"])
+
     def add(kind, key, label, unlearned, retrained, planned):
         if min(len(unlearned), len(retrained)) >= 2:
-            row = compare(unlearned, retrained, search=search, timed=retrain)
+            heldout = any(m.get("retain_split") == "heldout" for m in unlearned)
+            if heldout and len(held) < min(len(unlearned), len(retrained)):
+                return  # its utilities need the retrain models scored on the held-out half
+            utility = held if heldout else None
+            row = compare(unlearned, retrained, search=search, timed=retrain, utility=utility)
+            row.update({"retain_split": "heldout"} if heldout else {})
             rows.append({"kind": kind, "key": key, "label": label, "planned": planned, **row})
 
     indistinguishable = f"retrain seeds {n + 1}–{2 * n} vs retrain 1–{n} (indistinguishable)"

@@ -4,6 +4,7 @@ the one seen model handed to unlearning. Every model is scored in memory and dro
 
 from __future__ import annotations
 
+import dataclasses
 import gc
 import math
 import time
@@ -17,6 +18,49 @@ from runs import Method, step_clock, unlearn
 SCORE_SPLITS = ("forget", "retain", "general")
 #: a diverged model's confidence where its log-likelihood is not finite (maximally unlike retrain)
 DIVERGED_CONFIDENCE = -50.0
+
+
+#: a row's workflow option ``reference_model`` with this value: the base model before continued
+#: pre-training (it never saw the forget documents), measured once per invocation
+NEVER_SEEN = "never-seen"
+#: a row's data options for the held-out retain protocol: the retain term trains on the even
+#: retain documents, the retain utility is measured on the odd ones (no method trained on them;
+#: every retrain and seen model did: they are pre-training data)
+HELDOUT = {"retain_documents": "retain_train", "eval_retain": "retain_heldout"}
+
+
+def retain_halves(task) -> dict[str, str]:
+    """``{"retain_train": path, "retain_heldout": path}``: the demo corpus's retain documents in
+    source order, even positions and odd positions (written once beside the benchmark's cache)."""
+    lines = (task.corpus / "retain.jsonl").read_text().splitlines()
+    folder = Path(task.settings.cache_dir) / "forgetting-quality" / "retain-halves"
+    folder.mkdir(parents=True, exist_ok=True)
+    out = {}
+    for name, part in (("retain_train", lines[0::2]), ("retain_heldout", lines[1::2])):
+        path = folder / f"{name}.jsonl"
+        text = "\n".join(part) + "\n"
+        if not path.is_file() or path.read_text() != text:
+            path.write_text(text)
+        out[name] = str(path)
+    return out
+
+
+def resolve(task, method: Method, reference=None) -> Method:
+    """The row with its placeholders made concrete: :data:`HELDOUT`'s file names, and
+    :data:`NEVER_SEEN` as the never-seen model's measurement (``reference``)."""
+    halves = retain_halves(task) if set(method.data.values()) & set(HELDOUT.values()) else {}
+    data = {k: halves.get(v, v) if isinstance(v, str) else v for k, v in method.data.items()}
+    workflow = dict(method.workflow)
+    if workflow.get("reference_model") == NEVER_SEEN:
+        if reference is None:
+            raise ValueError(f"{method.name} needs the never-seen model's measurement")
+        workflow["reference_model"] = reference
+    return dataclasses.replace(method, data=data, workflow=workflow)
+
+
+def heldout(method: Method) -> bool:
+    """Does the row measure its retain utility on the held-out retain documents?"""
+    return method.data.get("eval_retain") == HELDOUT["eval_retain"]
 
 
 def scores(measurement) -> dict[str, Any]:
@@ -73,10 +117,13 @@ def pretrain(task, *, train: str, seed: int, recipe: dict, scorer, score_data, e
     return out
 
 
-def unlearn_once(task, method: Method, *, seed: int, seen_dir: Path, before, lr, max_steps):
+def unlearn_once(
+    task, method: Method, *, seed: int, seen_dir: Path, before, lr, max_steps, reference=None
+):
     """One unlearning run of ``method`` from the seen model with ``seed`` (data order and
     ``seed_everything``), through ``UnlearningWorkflow.run``; the unlearned model is scored in
-    memory (the workflow's measurement after) and dropped."""
+    memory (the workflow's measurement after) and dropped. ``reference``: the never-seen model's
+    measurement, for rows whose targets come from it."""
     from lightning_unlearn.demo import demo_data
     from lightning_unlearn.evaluation.perplexity import Perplexity
 
@@ -89,7 +136,7 @@ def unlearn_once(task, method: Method, *, seed: int, seen_dir: Path, before, lr,
             s,
             train="forget",
             batch_size=s.unlearn_batch_size,
-            retain=bool(retain),
+            retain=options.pop("retain_documents", None) or bool(retain),
             seed=seed,
             eval_splits=SCORE_SPLITS,
             eval_batch_size=8,
@@ -112,6 +159,8 @@ def unlearn_once(task, method: Method, *, seed: int, seen_dir: Path, before, lr,
         tolerance=s.target_tolerance,
         checks="fixed",
     )  # every step: the stored models were checked so
+    held_out = heldout(method)
+    method = resolve(task, method, reference)
     run = unlearn(
         method, seen_dir, data, lr=lr, seed=seed, workflow=workflow, trainer=trainer, before=before
     )
@@ -132,6 +181,12 @@ def unlearn_once(task, method: Method, *, seed: int, seen_dir: Path, before, lr,
         "fit_seconds": run.seconds - flow.seconds["after"],
         **scores(after),
     }
+    if held_out:
+        out["retain_split"] = "heldout"
+    targets = getattr(flow, "documents", None)
+    if targets is not None and targets.targets is not None:
+        out["document_targets"] = targets.targets.to_json()
+        out["within"] = [c.get("within") for c in flow.checks]
     del run, flow
     gc.collect()
     return out

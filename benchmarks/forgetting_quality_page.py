@@ -10,6 +10,7 @@ from typing import Any
 import common
 import numpy as np
 from forgetting_quality_analysis import analyse, bucket_labels, confidences, mean_of, other_search
+from forgetting_quality_documents import documents_text, plot_documents
 
 MARKER = "forgetting_quality"
 PLOT_NAME = "results_forgetting_quality.png"
@@ -38,6 +39,7 @@ POPULATION_HEADER = (
 def _population_rows(results, labels: dict[str, str]) -> list[str]:
     rows = []
     names = {"retrain": "retrain (D \\ u)", "seen": "seen (D)"}
+    names["retrain_heldout"] = "retrain (D \\ u) seeds 1–N again, retain on the held-out half"
     names.update({k: labels[k] for k in results["options"]["methods"]})
     for key, name in names.items():
         models = results["models"].get(key) or []
@@ -75,6 +77,8 @@ def _left(results) -> dict[str, int]:
     o = results["options"]
     n = o["n"]
     wanted = {"retrain": 2 * n, "seen": n, **{m: n for m in o["methods"]}}
+    if any(m.get("retain_split") == "heldout" for ms in results["models"].values() for m in ms):
+        wanted["retrain_heldout"] = n
     have = {k: len(v) for k, v in results["models"].items()}
     return {k: w - have.get(k, 0) for k, w in wanted.items() if w > have.get(k, 0)}
 
@@ -334,6 +338,7 @@ def render(results: dict[str, Any], labels: dict[str, str]) -> str:
     ]
     if results.get("plot"):
         lines += [f"![points per example and F per row]({results['plot']})", ""]
+    lines += documents_text(results, labels)
     return "\n".join(lines)
 
 
@@ -378,6 +383,9 @@ def write(results: dict[str, Any], json_path: Path, md_path: Path, labels: dict[
     """Analyse, plot, and write the JSON and the markdown section (after every model)."""
     analyse(results, labels)
     results["plot"] = plot(results, md_path.parent)
+    document_plot = plot_documents(results, md_path.parent)
+    if document_plot:
+        results["document_plot"] = document_plot
     common.write_json(json_path, results)
     title = "Results: unlearning quality on the demo task"
     common.replace_section(md_path, MARKER, render(results, labels), title=title)

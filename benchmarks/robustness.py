@@ -77,6 +77,9 @@ from robustness_models import (  # noqa: E402
 )
 from runs import Method, unlearn  # noqa: E402
 
+#: ``reference_model`` of a row: the base model before continued pre-training (never saw the forget set)
+NEVER_SEEN = "never-seen"
+
 #: the methods (``--methods`` by name; names as in ``quality.py``): the class, the split its
 #: retain term trains on, more constructor / data-module / workflow options
 METHODS = (
@@ -86,6 +89,21 @@ METHODS = (
     Method("NPO+GD in-dist", "NegativePreferenceOptimization", "retain", {"retain_term": "nll"}),
     Method("SimNPO", "SimNPO", None, {"retain_term": "none"}),
     Method("UNDIAL", "UNDIAL"),
+    # per-document targets (#27): this library's DocumentTargetMatching (targets from the
+    # never-seen base model, or quantile targets) and GA+GD with the per-document mask
+    Method(
+        "DTM+ref in-dist",
+        "DocumentTargetMatching",
+        "retain",
+        workflow={"targets": "documents", "reference_model": NEVER_SEEN},
+    ),
+    Method("DTM in-dist", "DocumentTargetMatching", "retain", workflow={"targets": "documents"}),
+    Method(
+        "GA+GD+mask in-dist",
+        "GradientAscentDescent",
+        "retain",
+        workflow={"targets": "documents", "reference_model": NEVER_SEEN, "document_mask": True},
+    ),
 )
 
 
@@ -93,6 +111,10 @@ METHODS = (
 def unlearn_method(task, method: Method, *, lr, max_steps, tolerance, target, before, data_options):
     """Unlearn the seen model with one method up to the approximate-retrain stop; returns the
     unlearned network (``None`` if it diverged), its ``after`` measurement and what happened."""
+    per_document = method.workflow.get("targets") == "documents"
+    if method.workflow.get("reference_model") == NEVER_SEEN:  # the base model: it never saw them
+        workflow = {**method.workflow, "reference_model": str(task.base_dir)}
+        method = dataclasses.replace(method, workflow=workflow)
     run = unlearn(
         method,
         task.seen_dir,
@@ -109,7 +131,8 @@ def unlearn_method(task, method: Method, *, lr, max_steps, tolerance, target, be
         trainer=dict(
             max_steps=max_steps, max_epochs=-1, val_check_interval=1, check_val_every_n_epoch=None
         ),
-        before=before,
+        # per-document targets read each document's before: measured by the workflow
+        before=None if per_document else before,
     )
     workflow = run.workflow
     info = {
@@ -124,8 +147,17 @@ def unlearn_method(task, method: Method, *, lr, max_steps, tolerance, target, be
         "diverged": run.diverged,
         "train_seconds": workflow.train_seconds,
         "wall_seconds": run.seconds,
-        "checks": [{"step": c["step"], "forget_ppl": c["ppl"]} for c in workflow.checks],
+        "checks": [
+            {
+                "step": c["step"],
+                "forget_ppl": c["ppl"],
+                **({"within": c["within"]} if "within" in c else {}),
+            }
+            for c in workflow.checks
+        ],
     }
+    if workflow.documents is not None and workflow.documents.targets is not None:
+        info["document_targets"] = workflow.documents.targets.to_json()
     model = run.module.model
     run.module.model = None
     run.module.reference = None

@@ -202,7 +202,9 @@ def test_document_target_matching_moves_documents_into_their_bands(
     assert report["document_targets"]["kind"] == "reference"
     column = report["documents"]["targets"]["forget"]
     assert sorted(column["doc_index"]) == sorted(before)
-    assert column["target ppl"][0] == pytest.approx(math.exp(-targets.target[column["doc_index"][0]]))
+    assert column["target ppl"][0] == pytest.approx(
+        math.exp(-targets.target[column["doc_index"][0]])
+    )
     assert all("within" in c for c in workflow.checks)
     assert workflow.stop.stopped_step is None or workflow.stop.stopped_step <= 12
 

@@ -159,30 +159,30 @@ def demo_data(
     *,
     train: str,
     batch_size: int,
-    retain: bool,
+    retain: bool | str | Path,
     **overrides: Any,
 ):
     """The demo's data module: ``corpus/<train>.jsonl`` to train on (with the retain split when
-    ``retain``), and every evaluation split of the corpus; ``overrides`` replace its options."""
+    ``retain``, or with the retain documents of that file), and every evaluation split of the
+    corpus; ``overrides`` replace its options."""
     from ..data import UnlearningDataModule
 
-    return UnlearningDataModule(
-        str(model_dir),
-        forget=str(corpus / f"{train}.jsonl"),
-        retain=str(corpus / "retain.jsonl") if retain else None,
-        eval_forget=str(corpus / "forget.jsonl"),
-        eval_retain=str(corpus / "retain.jsonl"),
-        approximate=str(corpus / "approximate.jsonl"),
-        general=str(corpus / "general.jsonl"),
-        **{
-            "max_length": s.max_length,
-            "batch_size": batch_size,
-            "eval_batch_size": 16,
-            "cache_dir": str(Path(s.cache_dir) / "data"),
-            "seed": s.seed,
-            **overrides,
-        },
-    )
+    options = {
+        "forget": str(corpus / f"{train}.jsonl"),
+        "retain": None
+        if not retain
+        else str(corpus / "retain.jsonl" if retain is True else retain),
+        "eval_forget": str(corpus / "forget.jsonl"),
+        "eval_retain": str(corpus / "retain.jsonl"),
+        "approximate": str(corpus / "approximate.jsonl"),
+        "general": str(corpus / "general.jsonl"),
+        "max_length": s.max_length,
+        "batch_size": batch_size,
+        "eval_batch_size": 16,
+        "cache_dir": str(Path(s.cache_dir) / "data"),
+        "seed": s.seed,
+    }
+    return UnlearningDataModule(str(model_dir), **{**options, **overrides})
 
 
 def continue_pretraining(

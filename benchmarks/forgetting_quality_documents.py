@@ -1,0 +1,130 @@
+"""The competition table's document-by-document part (#27): where each forget document lands
+against retraining, per row, as a table and a plot."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import common
+import numpy as np
+from forgetting_quality_analysis import confidences
+
+#: the rows the per-document plot draws (those present), against the retrain models' mean
+DOCUMENT_ROWS = ("GA+GD", "DTM+ref", "DTM", "GA+GD+mask")
+DOCUMENT_PLOT = "results_document_loglik.png"
+
+
+def document_summary(results: dict[str, Any]) -> dict[str, dict[str, float]]:
+    """Per row of :data:`DOCUMENT_ROWS` (and retrain): over the forget documents, the mean
+    |mean log-likelihood - retrain 1..N's mean| (how far each document lands from retraining on
+    average over seeds), and the mean standard deviation over seeds (how much it moves)."""
+    n = results["options"]["n"]
+    models = results["models"]
+    retrain = sorted(models.get("retrain", []), key=lambda m: m["seed"])
+    first = [m for m in retrain if m["seed"] <= n]
+    second = [m for m in retrain if n < m["seed"] <= 2 * n]
+    if len(first) < 2:
+        return {}
+    centre = confidences(first).mean(axis=0)
+    out = {}
+    for key, runs in [("retrain", second), *((k, models.get(k, [])) for k in DOCUMENT_ROWS)]:
+        if len(runs) < 2:
+            continue
+        c = confidences(sorted(runs, key=lambda m: m["seed"])[:n])
+        out[key] = {
+            "distance": float(np.mean(np.abs(c.mean(axis=0) - centre))),
+            "spread": float(np.mean(c.std(axis=0))),
+        }
+    return out
+
+
+def plot_documents(results: dict[str, Any], folder: Path) -> str | None:
+    """Each forget document's mean log-likelihood: retrain 1..N's mean, and each row of
+    :data:`DOCUMENT_ROWS` with its spread over seeds (mean ± standard deviation)."""
+    n = results["options"]["n"]
+    models = results["models"]
+    rows = [k for k in DOCUMENT_ROWS if len(models.get(k, [])) >= 2 and k != "GA+GD"]
+    retrain = [m for m in models.get("retrain", []) if m["seed"] <= n]
+    if not rows or len(retrain) < 2:
+        return None
+    from matplotlib.figure import Figure
+
+    centre = confidences(retrain).mean(axis=0)
+    order = np.argsort(centre)
+    x = np.arange(order.size)
+    fig = Figure(figsize=(9.0, 4.2), dpi=110)
+    ax = fig.subplots()
+    ax.plot(x, centre[order], "k_", markersize=12, mew=2, label=f"retrain seeds 1–{n}: mean")
+    width = 0.8 / (len(rows) + 1)
+    for i, key in enumerate(["GA+GD", *rows]):
+        runs = sorted(models.get(key, []), key=lambda m: m["seed"])[:n]
+        if len(runs) < 2:
+            continue
+        c = confidences(runs)
+        offset = (i - len(rows) / 2) * width
+        ax.errorbar(
+            x + offset,
+            c.mean(axis=0)[order],
+            yerr=c.std(axis=0)[order],
+            fmt="o",
+            ms=3,
+            lw=1,
+            capsize=2,
+            color=f"C{i}",
+            label=f"{key}: mean ± sd over seeds",
+        )
+    ax.set_xticks(x, [str(results["seen_model"]["doc_index"][j]) for j in order], fontsize=6)
+    ax.set_xlabel("forget document (ordered by the retrain models' mean)")
+    ax.set_ylabel("mean token log-likelihood (nats)")
+    ax.set_title(
+        "Where each forget document lands: unlearned models against retraining", fontsize=9
+    )
+    ax.legend(fontsize=7)
+    return common.save_figure(fig, folder, DOCUMENT_PLOT)
+
+
+def documents_text(results: dict[str, Any], labels: dict[str, str]) -> list[str]:
+    summary = document_summary(results)
+    if not any(k in summary for k in DOCUMENT_ROWS if k != "GA+GD"):
+        return []
+    lines = [
+        "### Document by document",
+        "",
+        "How far each forget document lands from retraining: per row, over the forget documents, "
+        "the mean distance between the document's mean log-likelihood over the row's models and "
+        "over retrain seeds 1–N, and the mean standard deviation over the row's models (nats per "
+        "token). The competition score needs both small: each document near where retraining "
+        "leaves it, moved by the seeds about as much as retraining moves it.",
+        "",
+    ]
+    body = [
+        [
+            labels.get(k, "retrain seeds N+1–2N (indistinguishable)"),
+            _fmt(v["distance"]),
+            _fmt(v["spread"], 4),
+        ]
+        for k, v in summary.items()
+    ]
+    lines += common.markdown_table(["row", "distance to retrain", "spread over seeds"], body)
+    targets = [
+        (k, m["document_targets"])
+        for k in DOCUMENT_ROWS
+        for m in results["models"].get(k, [])[:1]
+        if m.get("document_targets")
+    ]
+    if targets:
+        lines += ["", "Targets (fixed before training, from the approximate split alone):"]
+        for key, t in targets:
+            shift = f", shift {t['shift']:+.3f}" if t.get("shift") is not None else ""
+            lines.append(
+                f"- {labels.get(key, key)}: {t['kind']}{shift}, the estimate's error on the "
+                f"approximate split {t['error']:.3f}, tolerance {t['tolerance']:.3f} nats"
+            )
+    if results.get("document_plot"):
+        lines += ["", f"![each forget document's log-likelihood]({results['document_plot']})"]
+    return lines + [""]
+
+
+def _fmt(x, digits=3):
+    return "–" if x is None else f"{x:.{digits}f}"
