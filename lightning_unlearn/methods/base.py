@@ -16,6 +16,15 @@ The common objective (Yao et al., ACL 2024, "Machine Unlearning of Pre-trained L
 Models", arXiv:2402.15159)::
 
     L = forget_weight * forget_term(forget batch) + retain_weight * retain_term(retain batch)
+
+The class keeps what every method shares (the step, the retain term, the reference model, the
+optimiser); each other concern is a collaborator in a module of its own:
+
+- :mod:`.model_builder`: loading the model, its reference and tokenizer, LoRA, export;
+- :mod:`.output_heads`: the architectures whose KL retain term is made from hidden states;
+- :mod:`.sequential_backward`: the early forget backward under DDP and DeepSpeed;
+- :mod:`.guards`: the checks of batches, losses, gradients and the forget NLL;
+- :mod:`.lr_schedule`: the warm-up and cosine schedule.
 """
 
 from __future__ import annotations
