@@ -26,6 +26,14 @@ METHODS = (
     ("npo_kl", "NegativePreferenceOptimization", {"retain_term": "kl"}),
 )
 ORDERS = ("joint", "sequential")
+#: a Trainer that writes and prints nothing
+QUIET = dict(
+    logger=False,
+    enable_checkpointing=False,
+    enable_progress_bar=False,
+    enable_model_summary=False,
+    num_sanity_val_steps=0,
+)
 
 
 def gradients(module, zero3: bool) -> dict[str, torch.Tensor]:
@@ -73,21 +81,20 @@ def run(mode: str, model: str, out: str | os.PathLike) -> None:
             kwargs: dict = dict(accelerator="cpu", devices=1)
             if mode == "zero3":
                 kwargs.update(
-                    devices=world, precision="32-true",
-                    strategy=CPUDeepSpeedStrategy(stage=3, logging_batch_size_per_gpu=scale.ROWS // world),
-                )  # fmt: skip
+                    devices=world,
+                    precision="32-true",
+                    strategy=CPUDeepSpeedStrategy(
+                        stage=3, logging_batch_size_per_gpu=scale.ROWS // world
+                    ),
+                )
             elif mode == "ddp":
                 kwargs.update(devices=world, strategy="ddp")
             torch.manual_seed(0)
             cls = getattr(lightning_unlearn, cls_name)
-            module = cls(model, learning_rate=scale.LR, warmup_ratio=0.0, scheduler="constant",
-                         backward=order, **options)  # fmt: skip
+            constant = dict(learning_rate=scale.LR, warmup_ratio=0.0, scheduler="constant")
+            module = cls(model, backward=order, **constant, **options)
             grab = Grab(zero3=mode == "zero3")
-
-            trainer = Lg.Trainer(
-                max_steps=1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
-                enable_model_summary=False, num_sanity_val_steps=0, callbacks=[grab], **kwargs,
-            )  # fmt: skip
+            trainer = Lg.Trainer(max_steps=1, callbacks=[grab], **QUIET, **kwargs)
             data = torch.utils.data.DataLoader(scale._Repeat(batches, 1), batch_size=None)
             trainer.fit(module, data)
             assert grab.mode == order

@@ -58,9 +58,9 @@ def test_sequential_is_the_default_and_frees_the_forget_graph_first(tiny_model_d
 def test_sequential_equals_joint_on_two_processes(mode, single, tiny_model_dir, tmp_path):
     """One launch per backend covers the three methods in both orders; the two-process gradients
     also equal the one-process ones (each rank holds half the batch)."""
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node",
-               "2", str(HERE / "_backward_worker.py"), "--mode", mode, "--model",
-               str(tiny_model_dir), "--out", str(tmp_path)]  # fmt: skip
+    launch = ["-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2"]
+    options = ["--mode", mode, "--model", str(tiny_model_dir), "--out", str(tmp_path)]
+    command = [sys.executable, *launch, str(HERE / "_backward_worker.py"), *options]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
     done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=400)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
@@ -77,14 +77,11 @@ def _gradients_of_one_step(module, loader, accumulate: int) -> dict[str, torch.T
 
     class Grab(Lg.Callback):
         def on_before_optimizer_step(self, trainer, pl_module, optimizer):
-            grabbed.update({n: p.grad.detach().clone() for n, p in pl_module.model.named_parameters()
-                            if p.grad is not None})  # fmt: skip
+            named = pl_module.model.named_parameters()
+            grabbed.update({n: p.grad.detach().clone() for n, p in named if p.grad is not None})
 
-    trainer = Lg.Trainer(
-        max_steps=1, accelerator="cpu", logger=False, enable_checkpointing=False,
-        enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0,
-        accumulate_grad_batches=accumulate, callbacks=[Grab()],
-    )  # fmt: skip
+    options = dict(accelerator="cpu", accumulate_grad_batches=accumulate, callbacks=[Grab()])
+    trainer = Lg.Trainer(max_steps=1, **options, **worker.QUIET)
     trainer.fit(module, loader)
     return grabbed
 

@@ -25,7 +25,7 @@ import torch
 from torch import Tensor
 
 from ..losses import IGNORE_INDEX, dpo_loss, sequence_logprob
-from ..models import freeze, load_tokenizer, random_like
+from ..models import freeze, random_like
 from .base import RetainTerm, UnlearningModule
 
 
@@ -92,12 +92,7 @@ class PreferenceUnlearning(UnlearningModule):
     def refusal_ids(self) -> list[int]:
         """``alternative_text`` tokenised with the model's tokenizer, followed by EOS if any."""
         if self._refusal_ids is None:
-            source = self.tokenizer_name_or_path or self.model_name_or_path
-            tok = load_tokenizer(
-                source,
-                gguf_file=self.gguf_file if source == self.model_name_or_path else None,
-                trust_remote_code=self.trust_remote_code,
-            )
+            tok = self.builder.load_tokenizer()
             ids = tok.encode(" " + self.alternative_text.strip(), add_special_tokens=False)
             if tok.eos_token_id is not None:
                 ids.append(tok.eos_token_id)

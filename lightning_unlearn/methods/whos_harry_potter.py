@@ -44,7 +44,7 @@ from ..losses import (
     token_nll,
     whp_generic_logits,
 )
-from ..models import freeze, load_causal_lm, load_tokenizer, model_inputs
+from ..models import freeze, load_causal_lm, model_inputs
 from .base import UnlearningModule
 
 log = logging.getLogger(__name__)
@@ -255,12 +255,7 @@ class WhosHarryPotter(UnlearningModule):
     def anchor_pairs(self) -> list[tuple[list[int], list[int]]]:
         """Token-id ``(term, replacement)`` pairs, with and without a leading space, longest first."""
         if self._anchor_pairs is None:
-            source = self.tokenizer_name_or_path or self.model_name_or_path
-            tok = load_tokenizer(
-                source,
-                gguf_file=self.gguf_file if source == self.model_name_or_path else None,
-                trust_remote_code=self.trust_remote_code,
-            )
+            tok = self.builder.load_tokenizer()
             pairs: dict[tuple[int, ...], list[int]] = {}
             for term, repl in (self.anchored_terms or {}).items():
                 for prefix in ("", " "):
