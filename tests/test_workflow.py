@@ -276,3 +276,22 @@ def test_the_data_module_satisfies_the_workflows_protocol(tiny_datamodule_kwargs
     # the workflow's signatures name the protocol, not Any
     hints = typing.get_type_hints(UnlearningWorkflow.measure_checkpoint)
     assert hints["datamodule"] is UnlearningData
+
+
+def test_the_score_cache_fingerprints_a_data_module_once(
+    tiny_model_dir, tiny_datamodule_kwargs, tmp_path, monkeypatch
+):
+    """Looking up several measurements of one data module hashes its splits once."""
+    from lightning_unlearn import score_cache
+    from lightning_unlearn.data import UnlearningDataModule
+    from lightning_unlearn.evaluation import Perplexity
+
+    calls = []
+    real = score_cache.splits_fingerprint
+    monkeypatch.setattr(score_cache, "splits_fingerprint", lambda dm: calls.append(1) or real(dm))
+    cache = score_cache.MeasurementCache(tmp_path / "scores")
+    data = UnlearningDataModule(**tiny_datamodule_kwargs)
+    keys = {cache.path(str(tiny_model_dir), data, [Perplexity()], g) for g in (True, False, True)}
+    assert len(keys) == 2 and len(calls) == 1
+    data.eval_subset = 2  # what is scored changed: hashed again, another key
+    assert cache.path(str(tiny_model_dir), data, [Perplexity()]) not in keys and len(calls) == 2
