@@ -47,6 +47,12 @@ class MeasurementCache:
         self.before_file: Path | None = None
         self._fingerprints: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
+    def __getstate__(self) -> dict[str, Any]:  # the memo holds weak references: not pickled
+        return {**self.__dict__, "_fingerprints": None}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state, _fingerprints=weakref.WeakKeyDictionary())
+
     def fingerprint(self, datamodule: UnlearningData) -> str:
         """:func:`~lightning_unlearn.data.cache.splits_fingerprint` of ``datamodule``, memoised."""
         stamp = (

@@ -295,3 +295,20 @@ def test_the_score_cache_fingerprints_a_data_module_once(
     assert len(keys) == 2 and len(calls) == 1
     data.eval_subset = 2  # what is scored changed: hashed again, another key
     assert cache.path(str(tiny_model_dir), data, [Perplexity()]) not in keys and len(calls) == 2
+
+
+def test_the_workflow_pickles(tiny_datamodule_kwargs, tiny_model_dir, tmp_path):
+    """A spawned process gets the workflow pickled: its score cache's memo (weak references to
+    data modules) is left behind and rebuilt."""
+    import pickle
+
+    from lightning_unlearn.data import UnlearningDataModule
+    from lightning_unlearn.evaluation import Perplexity
+    from lightning_unlearn.workflow import UnlearningWorkflow
+
+    workflow = UnlearningWorkflow(metrics=[Perplexity()], score_cache=tmp_path / "scores")
+    data = UnlearningDataModule(**tiny_datamodule_kwargs)
+    key = workflow.cache.path(str(tiny_model_dir), data, workflow.metrics)
+    copy = pickle.loads(pickle.dumps(workflow))
+    assert copy.score_cache == tmp_path / "scores"
+    assert copy.cache.path(str(tiny_model_dir), data, copy.metrics) == key
