@@ -134,7 +134,7 @@ DOCUMENT_METHODS = (
         "DocumentTargetMatching",
         "retain",
         data=HELDOUT,
-        workflow={"targets": "documents", "reference_model": NEVER_SEEN},
+        workflow={"documents": {"reference": NEVER_SEEN}},
         label="DTM, targets from the never-seen model (held-out retain)",
     ),
     Method(
@@ -142,7 +142,7 @@ DOCUMENT_METHODS = (
         "DocumentTargetMatching",
         "retain",
         data=HELDOUT,
-        workflow={"targets": "documents"},
+        workflow={"documents": {}},
         label="DTM, quantile targets (held-out retain)",
     ),
     Method(
@@ -150,7 +150,7 @@ DOCUMENT_METHODS = (
         "GradientAscentDescent",
         "retain",
         data=HELDOUT,
-        workflow={"targets": "documents", "reference_model": NEVER_SEEN, "document_mask": True},
+        workflow={"documents": {"reference": NEVER_SEEN, "mask": True}},
         label="GA+GD, per-document mask, targets from the never-seen model (held-out retain)",
     ),
     Method(
@@ -409,7 +409,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             eval_retain=retain_halves(task)["retain_heldout"],
         )
     reference = None
-    if any(METHODS[k].workflow.get("reference_model") == NEVER_SEEN for k in methods):
+    if any(
+        (METHODS[k].workflow.get("documents") or {}).get("reference") == NEVER_SEEN for k in methods
+    ):
         reference = UnlearningWorkflow(metrics=[Perplexity()], verbose=False).measure_checkpoint(
             task.base_dir, full, generation=False, splits=["forget", "approximate"]
         )

@@ -20,7 +20,7 @@ SCORE_SPLITS = ("forget", "retain", "general")
 DIVERGED_CONFIDENCE = -50.0
 
 
-#: a row's workflow option ``reference_model`` with this value: the base model before continued
+#: a row's ``documents: {"reference": ...}`` with this value: the base model before continued
 #: pre-training (it never saw the forget documents), measured once per invocation
 NEVER_SEEN = "never-seen"
 #: a row's data options for the held-out retain protocol: the retain term trains on the even
@@ -51,10 +51,11 @@ def resolve(task, method: Method, reference=None) -> Method:
     halves = retain_halves(task) if set(method.data.values()) & set(HELDOUT.values()) else {}
     data = {k: halves.get(v, v) if isinstance(v, str) else v for k, v in method.data.items()}
     workflow = dict(method.workflow)
-    if workflow.get("reference_model") == NEVER_SEEN:
+    documents = workflow.get("documents")
+    if documents is not None and documents.get("reference") == NEVER_SEEN:
         if reference is None:
             raise ValueError(f"{method.name} needs the never-seen model's measurement")
-        workflow["reference_model"] = reference
+        workflow["documents"] = {**documents, "reference": reference}
     return dataclasses.replace(method, data=data, workflow=workflow)
 
 
@@ -183,7 +184,7 @@ def unlearn_once(
     }
     if held_out:
         out["retain_split"] = "heldout"
-    targets = getattr(flow, "documents", None)
+    targets = flow.training.documents
     if targets is not None and targets.targets is not None:
         out["document_targets"] = targets.targets.to_json()
         out["within"] = [c.get("within") for c in flow.checks]

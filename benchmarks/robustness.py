@@ -77,7 +77,7 @@ from robustness_models import (  # noqa: E402
 )
 from runs import Method, unlearn  # noqa: E402
 
-#: ``reference_model`` of a row: the base model before continued pre-training (never saw the forget set)
+#: ``documents: {"reference": ...}`` of a row: the base model before continued pre-training (never saw the forget set)
 NEVER_SEEN = "never-seen"
 
 #: the methods (``--methods`` by name; names as in ``quality.py``): the class, the split its
@@ -95,14 +95,14 @@ METHODS = (
         "DTM+ref in-dist",
         "DocumentTargetMatching",
         "retain",
-        workflow={"targets": "documents", "reference_model": NEVER_SEEN},
+        workflow={"documents": {"reference": NEVER_SEEN}},
     ),
-    Method("DTM in-dist", "DocumentTargetMatching", "retain", workflow={"targets": "documents"}),
+    Method("DTM in-dist", "DocumentTargetMatching", "retain", workflow={"documents": {}}),
     Method(
         "GA+GD+mask in-dist",
         "GradientAscentDescent",
         "retain",
-        workflow={"targets": "documents", "reference_model": NEVER_SEEN, "document_mask": True},
+        workflow={"documents": {"reference": NEVER_SEEN, "mask": True}},
     ),
 )
 
@@ -111,10 +111,10 @@ METHODS = (
 def unlearn_method(task, method: Method, *, lr, max_steps, tolerance, target, before, data_options):
     """Unlearn the seen model with one method up to the approximate-retrain stop; returns the
     unlearned network (``None`` if it diverged), its ``after`` measurement and what happened."""
-    per_document = method.workflow.get("targets") == "documents"
-    if method.workflow.get("reference_model") == NEVER_SEEN:  # the base model: it never saw them
-        workflow = {**method.workflow, "reference_model": str(task.base_dir)}
-        method = dataclasses.replace(method, workflow=workflow)
+    documents = method.workflow.get("documents")
+    if documents is not None and documents.get("reference") == NEVER_SEEN:  # it never saw them
+        documents = {**documents, "reference": str(task.base_dir)}
+        method = dataclasses.replace(method, workflow={**method.workflow, "documents": documents})
     run = unlearn(
         method,
         task.seen_dir,
@@ -132,7 +132,7 @@ def unlearn_method(task, method: Method, *, lr, max_steps, tolerance, target, be
             max_steps=max_steps, max_epochs=-1, val_check_interval=1, check_val_every_n_epoch=None
         ),
         # per-document targets read each document's before: measured by the workflow
-        before=None if per_document else before,
+        before=None if documents is not None else before,
     )
     workflow = run.workflow
     info = {
@@ -156,8 +156,9 @@ def unlearn_method(task, method: Method, *, lr, max_steps, tolerance, target, be
             for c in workflow.checks
         ],
     }
-    if workflow.documents is not None and workflow.documents.targets is not None:
-        info["document_targets"] = workflow.documents.targets.to_json()
+    targeting = workflow.training.documents
+    if targeting is not None and targeting.targets is not None:
+        info["document_targets"] = targeting.targets.to_json()
     model = run.module.model
     run.module.model = None
     run.module.reference = None

@@ -31,7 +31,9 @@ class Method:
             ``"general"``), or ``None``: no retain data.
         kwargs: more constructor arguments of the class.
         data: more options of the data module (e.g. a per-document mask).
-        workflow: more options of :class:`~lightning_unlearn.workflow.UnlearningWorkflow`.
+        workflow: more options of :class:`~lightning_unlearn.workflow.UnlearningWorkflow`
+            (``documents``: the keyword arguments of a
+            :class:`~lightning_unlearn.evaluation.targets.DocumentTargeting`, made for each run).
         label: what the tables call it (default: ``name``).
         schedule: ``"target"`` (stop at the approximate-retrain target) or ``"epoch"`` (one epoch
             over the forget set), for the benchmarks that offer both.
@@ -123,6 +125,7 @@ def unlearn(
     import lightning as L
 
     from lightning_unlearn.demo import cpu_trainer
+    from lightning_unlearn.evaluation.targets import DocumentTargeting
     from lightning_unlearn.methods import DivergenceError
     from lightning_unlearn.planner import method_class
     from lightning_unlearn.workflow import UnlearningWorkflow
@@ -136,7 +139,10 @@ def unlearn(
         scheduler="constant",
         **method.kwargs,
     )
-    flow = UnlearningWorkflow(**{"verbose": False, **workflow, **method.workflow})
+    options = {"verbose": False, **workflow, **method.workflow}
+    if isinstance(options.get("documents"), Mapping):  # per-document targets: fresh each run
+        options["documents"] = DocumentTargeting(**options["documents"])
+    flow = UnlearningWorkflow(**options)
     fit = cpu_trainer(**trainer, callbacks=[flow, *callbacks(flow)])
     if not after:
         flow.begin(fit, module, datamodule, before=before)

@@ -362,6 +362,43 @@ def run_lightning_cli(args: list[str] | None = None) -> UnlearnCLI:
 
 
 # ----------------------------------------------------------------------------------- evaluate
+
+#: ``evaluate``'s own options: (flag, type, default, help)
+EVALUATE_OPTIONS: tuple[tuple[str, Any, Any, str | None], ...] = (
+    ("--gguf_file", str | None, None, "GGUF file name inside --model when it is a folder"),
+    ("--compare", str | None, None,
+     "a second checkpoint (the original model): the report's 'before' column, and the "
+     "approximate-retrain target"),
+    ("--metrics", list[UnlearningMetric] | None, None,
+     "the report's metrics (class_path / init_args list)"),
+    ("--mia_reference", str | None, None,
+     "a model that never saw the forget set (reference-model attack)"),
+    ("--retrain_model", str | None, None, "a model retrained without the forget set (PrivLeak)"),
+    ("--target_ppl", float | None, None, "explicit approximate-retrain target perplexity"),
+    ("--output_dir", str, "outputs/evaluate", "where report.json / report.md are written"),
+    ("--overwrite", bool, False, "replace an existing, non-empty output_dir"),
+    ("--tasks", str | None, None, "comma-separated lm-eval tasks, e.g. mmlu,arc_easy"),
+    ("--include_path", str | None, None, "folder with extra lm-eval task YAML files"),
+    ("--limit", float | None, None, "lm-eval documents per task (int) or fraction (<1)"),
+    ("--num_fewshot", int | None, None, None),
+    ("--batch_size", str, "1", "lm-eval batch size or auto"),
+    ("--device", str, "cpu", "lm-eval device"),
+    ("--dtype", str | None, None, "lm-eval weight dtype"),
+    ("--output", str | None, None, "also write the lm-eval results as JSON to this file"),
+    ("--attacks", str | None, None,
+     "comma-separated: relearn, quantize (does the forgetting last?)"),
+    ("--relearn_steps", str, "1,2,4,8",
+     "relearning steps scored (one training run, scored at each)"),
+    ("--relearn_data", str, "retain,forget_slice",
+     "what relearning trains on: retain, general, forget_slice"),
+    ("--relearn_lr", float, 1e-5, "relearning AdamW rate"),
+    ("--slice_fraction", float, 0.25,
+     "share of the forget documents relearned on (the rest is scored)"),
+    ("--bits", str, "8,4", "quantization bit widths"),
+    ("--group_size", int, 64, "input weights per quantization scale"),
+)  # fmt: skip
+
+
 def build_evaluate_parser() -> LightningArgumentParser:
     """Arguments of ``lightning-unlearn evaluate``: the data options and configs of ``fit``."""
     from jsonargparse import ActionConfigFile
@@ -377,47 +414,8 @@ def build_evaluate_parser() -> LightningArgumentParser:
     )
     parser.add_argument("--config", action=ActionConfigFile, help="YAML with data: / trainer:")
     parser.add_argument("--model", type=str, required=True, help="the checkpoint to evaluate")
-    parser.add_argument("--gguf_file", type=str | None, default=None,
-                        help="GGUF file name inside --model when it is a folder")  # fmt: skip
-    parser.add_argument("--compare", type=str | None, default=None,
-                        help="a second checkpoint (the original model): the report's 'before' "
-                        "column, and the approximate-retrain target")  # fmt: skip
-    parser.add_argument("--metrics", type=list[UnlearningMetric] | None, default=None,
-                        help="the report's metrics (class_path / init_args list)")  # fmt: skip
-    parser.add_argument("--mia_reference", type=str | None, default=None,
-                        help="a model that never saw the forget set (reference-model attack)")  # fmt: skip
-    parser.add_argument("--retrain_model", type=str | None, default=None,
-                        help="a model retrained without the forget set (PrivLeak)")  # fmt: skip
-    parser.add_argument("--target_ppl", type=float | None, default=None,
-                        help="explicit approximate-retrain target perplexity")  # fmt: skip
-    parser.add_argument("--output_dir", type=str, default="outputs/evaluate",
-                        help="where report.json / report.md are written")  # fmt: skip
-    parser.add_argument("--overwrite", type=bool, default=False,
-                        help="replace an existing, non-empty output_dir")  # fmt: skip
-    parser.add_argument("--tasks", type=str | None, default=None,
-                        help="comma-separated lm-eval tasks, e.g. mmlu,arc_easy")  # fmt: skip
-    parser.add_argument("--include_path", type=str | None, default=None,
-                        help="folder with extra lm-eval task YAML files")  # fmt: skip
-    parser.add_argument("--limit", type=float | None, default=None,
-                        help="lm-eval documents per task (int) or fraction (<1)")  # fmt: skip
-    parser.add_argument("--num_fewshot", type=int | None, default=None)
-    parser.add_argument("--batch_size", type=str, default="1", help="lm-eval batch size or auto")
-    parser.add_argument("--device", type=str, default="cpu", help="lm-eval device")
-    parser.add_argument("--dtype", type=str | None, default=None, help="lm-eval weight dtype")
-    parser.add_argument("--output", type=str | None, default=None,
-                        help="also write the lm-eval results as JSON to this file")  # fmt: skip
-    parser.add_argument("--attacks", type=str | None, default=None,
-                        help="comma-separated: relearn, quantize (does the forgetting last?)")  # fmt: skip
-    parser.add_argument("--relearn_steps", type=str, default="1,2,4,8",
-                        help="relearning steps scored (one training run, scored at each)")  # fmt: skip
-    parser.add_argument("--relearn_data", type=str, default="retain,forget_slice",
-                        help="what relearning trains on: retain, general, forget_slice")  # fmt: skip
-    parser.add_argument("--relearn_lr", type=float, default=1e-5, help="relearning AdamW rate")
-    parser.add_argument("--slice_fraction", type=float, default=0.25,
-                        help="share of the forget documents relearned on (the rest is scored)")  # fmt: skip
-    parser.add_argument("--bits", type=str, default="8,4", help="quantization bit widths")
-    parser.add_argument("--group_size", type=int, default=64,
-                        help="input weights per quantization scale")  # fmt: skip
+    for flag, kind, default, text in EVALUATE_OPTIONS:
+        parser.add_argument(flag, type=kind, default=default, help=text)
     parser.add_subclass_arguments(UnlearningDataModule, "data", required=False)
     parser.add_lightning_class_args(Trainer, "trainer")
     parser.link_arguments("model", "data.init_args.tokenizer")
@@ -447,9 +445,15 @@ def evaluate_main(argv: list[str]) -> dict[str, Any]:
         limit = cfg.limit if cfg.limit is None or cfg.limit < 1 else int(cfg.limit)
         batch: int | str = int(cfg.batch_size) if cfg.batch_size.isdigit() else cfg.batch_size
         downstream = evaluate_downstream(
-            cfg.model, cfg.tasks.split(","), include_path=cfg.include_path, limit=limit,
-            batch_size=batch, device=cfg.device, num_fewshot=cfg.num_fewshot, dtype=cfg.dtype,
-        )  # fmt: skip
+            cfg.model,
+            cfg.tasks.split(","),
+            include_path=cfg.include_path,
+            limit=limit,
+            batch_size=batch,
+            device=cfg.device,
+            num_fewshot=cfg.num_fewshot,
+            dtype=cfg.dtype,
+        )
         results["downstream"] = downstream
         from .io import atomic_write_json
 
@@ -469,14 +473,25 @@ def _evaluate_report(init: Any, cfg: Any, out: Path, L: Any) -> dict[str, Any]:
     attacks = _attack_settings(cfg) if cfg.attacks else []  # bad attack options fail first
     module = UnlearningModule(cfg.model, gguf_file=cfg.gguf_file)
     config = load_config(cfg.model, gguf_file=cfg.gguf_file)
-    check_model_inputs(config, model=cfg.model, tokenizer=data.tokenizer,
-                       tokenizer_name=data.tokenizer_name_or_path, max_length=data.max_length)  # fmt: skip
+    check_model_inputs(
+        config,
+        model=cfg.model,
+        tokenizer=data.tokenizer,
+        tokenizer_name=data.tokenizer_name_or_path,
+        max_length=data.max_length,
+    )
     data.setup("validate")  # missing / empty / corrupt data files fail here, before any output
     if cfg.compare is not None:
-        check_reference_config(config, load_config(cfg.compare), model=cfg.model,
-                               reference_name=cfg.compare)  # fmt: skip
-    trainer_args = {**dict(cfg.trainer), "logger": False, "enable_checkpointing": False,
-                    "enable_progress_bar": False, "enable_model_summary": False}  # fmt: skip
+        check_reference_config(
+            config, load_config(cfg.compare), model=cfg.model, reference_name=cfg.compare
+        )
+    trainer_args = {
+        **dict(cfg.trainer),
+        "logger": False,
+        "enable_checkpointing": False,
+        "enable_progress_bar": False,
+        "enable_model_summary": False,
+    }
     trainer_args = {k: v for k, v in trainer_args.items() if k in _TRAINER_KEYS}
     trainer = L.Trainer(**trainer_args)
     metrics = init.get("metrics") or default_metrics(
@@ -491,9 +506,14 @@ def _evaluate_report(init: Any, cfg: Any, out: Path, L: Any) -> dict[str, Any]:
         else workflow.measure(trainer, UnlearningModule(cfg.compare), data)
     )
     report = workflow.report(
-        model=cfg.model, method="evaluate", steps=0, seconds=0.0, before=before, after=after,
+        model=cfg.model,
+        method="evaluate",
+        steps=0,
+        seconds=0.0,
+        before=before,
+        after=after,
         extra={"compare": cfg.compare},
-    )  # fmt: skip
+    )
     if attacks:
         _attack(report, cfg, attacks, workflow, module, data)
     if trainer.is_global_zero:
@@ -514,16 +534,22 @@ def _attack_settings(cfg: Any) -> list[Any]:
         try:
             return tuple(kind(v) for v in str(getattr(cfg, option)).split(",") if v.strip())
         except ValueError:
-            raise ValueError(f"--{option} must be comma-separated numbers, got "
-                             f"{getattr(cfg, option)!r}") from None  # fmt: skip
+            raise ValueError(
+                f"--{option} must be comma-separated numbers, got {getattr(cfg, option)!r}"
+            ) from None
 
     out = []
     for name in [a.strip() for a in cfg.attacks.split(",") if a.strip()]:
         if name == "relearn":
             for data in [d.strip() for d in cfg.relearn_data.split(",") if d.strip()]:
-                out.append(RelearnAttack(steps=numbers("relearn_steps"), data=data,
-                                         slice_fraction=cfg.slice_fraction,
-                                         learning_rate=cfg.relearn_lr))  # fmt: skip
+                out.append(
+                    RelearnAttack(
+                        steps=numbers("relearn_steps"),
+                        data=data,
+                        slice_fraction=cfg.slice_fraction,
+                        learning_rate=cfg.relearn_lr,
+                    )
+                )
         elif name == "quantize":
             out.append(QuantizeAttack(bits=numbers("bits"), group_size=cfg.group_size))
         else:
@@ -537,18 +563,33 @@ def _attack(report: dict, cfg: Any, attacks: list, workflow: Any, module: Any, d
     from .attacks import attack_section, attack_verdicts, run_attacks
 
     module.configure_model()
-    section = run_attacks(workflow, attacks, data, unlearned=module.model,
-                          before=cfg.compare, retrain=cfg.retrain_model,
-                          progress=lambda line: log.info(line))  # fmt: skip
+    section = run_attacks(
+        workflow,
+        attacks,
+        data,
+        unlearned=module.model,
+        before=cfg.compare,
+        retrain=cfg.retrain_model,
+        progress=lambda line: log.info(line),
+    )
     report["attacks"] = section
     report["verdict"] = [*report["verdict"], *attack_verdicts(section)]
     report["sections"] = [*report.get("sections", []), attack_section(section)]
 
 
 #: Trainer options ``evaluate`` passes on (device placement; the loops are its own)
-_TRAINER_KEYS = ("accelerator", "devices", "strategy", "num_nodes", "precision", "logger",
-                 "enable_checkpointing", "enable_progress_bar", "enable_model_summary",
-                 "default_root_dir")  # fmt: skip
+_TRAINER_KEYS = (
+    "accelerator",
+    "devices",
+    "strategy",
+    "num_nodes",
+    "precision",
+    "logger",
+    "enable_checkpointing",
+    "enable_progress_bar",
+    "enable_model_summary",
+    "default_root_dir",
+)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -23,7 +23,8 @@ from lightning_unlearn.data import (
     pack_documents,
     read_documents,
 )
-from lightning_unlearn.data import datamodule as datamodule_mod
+from lightning_unlearn.data import loaders as loaders_mod
+from lightning_unlearn.data import splits as splits_mod
 
 FIXTURE_HUB = Path(__file__).parent / "fixtures" / "data" / "unlearn_dataset"
 
@@ -129,11 +130,11 @@ def test_eval_shards_are_read_longest_first():
     lengths = [3, 9, 1, 7, 7, 2, 8]
     data = list(range(len(lengths)))
     shards = [
-        list(datamodule_mod.EvalShardSampler(data, num_replicas=2, rank=r, lengths=lengths))
+        list(loaders_mod.EvalShardSampler(data, num_replicas=2, rank=r, lengths=lengths))
         for r in (0, 1)
     ]
     assert shards == [[6, 4, 0, 2], [1, 3, 5]]
-    plain = datamodule_mod.EvalShardSampler(data, num_replicas=2, rank=0)
+    plain = loaders_mod.EvalShardSampler(data, num_replicas=2, rank=0)
     assert list(plain) == [0, 2, 4, 6] and len(plain) == 4
 
 
@@ -296,13 +297,13 @@ def test_missing_pad_token_gets_eos_with_a_notice(tiny_datamodule_kwargs, caplog
 # ------------------------------------------------------------------ cache
 def test_cache_is_reused_and_rebuilt_after_a_change(tiny_datamodule_kwargs, tmp_path, monkeypatch):
     calls = Counter()
-    real = datamodule_mod.chunk_documents
+    real = splits_mod.chunk_documents
 
     def counting(tokenizer, texts, **kw):
         calls[len(texts)] += 1
         return real(tokenizer, texts, **kw)
 
-    monkeypatch.setattr(datamodule_mod, "chunk_documents", counting)
+    monkeypatch.setattr(splits_mod, "chunk_documents", counting)
     forget = write_jsonl(tmp_path / "f.jsonl", TINY_CORPUS["forget"])
     kwargs = {**tiny_datamodule_kwargs, "forget": str(forget), "retain": None}
     kwargs.update(approximate=None, general=None)

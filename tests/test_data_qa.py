@@ -24,7 +24,7 @@ from lightning_unlearn.data import (
     read_documents,
     read_qa,
 )
-from lightning_unlearn.data import datamodule as datamodule_mod
+from lightning_unlearn.data import splits as splits_mod
 from lightning_unlearn.data.tokenize import special_prefix
 
 FIXTURES = Path(__file__).parent / "fixtures" / "data"
@@ -308,13 +308,13 @@ def test_cache_key_covers_qa_layout_chat_template_and_system_prompt(
     tiny_model_dir, chat_tokenizer, tmp_path, monkeypatch
 ):
     calls = []
-    real = datamodule_mod.qa_documents
+    real = splits_mod.qa_documents
 
     def counting(tokenizer, records, **kw):
         calls.append(len(records))
         return real(tokenizer, records, **kw)
 
-    monkeypatch.setattr(datamodule_mod, "qa_documents", counting)
+    monkeypatch.setattr(splits_mod, "qa_documents", counting)
     kwargs = dict(forget=qa(TOFU / "forget10.json"), max_length=160, cache_dir=str(tmp_path / "c"))
 
     plain = UnlearningDataModule(str(tiny_model_dir), **kwargs)

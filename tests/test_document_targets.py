@@ -15,6 +15,7 @@ from lightning_unlearn.evaluation import Perplexity
 from lightning_unlearn.evaluation.targets import (
     DocumentMask,
     DocumentStopping,
+    DocumentTargeting,
     DocumentTargets,
     document_loglik,
 )
@@ -184,13 +185,11 @@ def test_document_target_matching_moves_documents_into_their_bands(
     data = UnlearningDataModule(**tiny_datamodule_kwargs, batch_size=4)
     workflow = UnlearningWorkflow(
         metrics=[Perplexity()],
-        targets="documents",
-        reference_model=str(tiny_model_dir),
-        patience=3,
+        documents=DocumentTargeting(reference=str(tiny_model_dir), patience=3),
         verbose=False,
     )
     report = workflow.run(_trainer(workflow), module, data, export=False)
-    targets = workflow.documents.targets
+    targets = workflow.training.documents.targets
     assert targets.kind == "reference" and targets.tolerance > 0
     before = document_loglik(workflow.before.documents["forget"])
     after = document_loglik(workflow.after.documents["forget"])
@@ -220,7 +219,7 @@ def test_the_mask_stops_pushing_documents_at_their_target(
     )
     data = UnlearningDataModule(**tiny_datamodule_kwargs, batch_size=4)
     workflow = UnlearningWorkflow(
-        metrics=[Perplexity()], targets="documents", document_mask=True, verbose=False
+        metrics=[Perplexity()], documents=DocumentTargeting(mask=True), verbose=False
     )
     seen = []
     original = DocumentMask.apply
@@ -235,8 +234,8 @@ def test_the_mask_stops_pushing_documents_at_their_target(
         workflow.run(_trainer(workflow, max_steps=8), module, data, export=False)
     finally:
         DocumentMask.apply = original
-    assert workflow.documents.targets.kind == "quantiles"
-    assert module.forget_mask is workflow.documents.mask
+    assert workflow.training.documents.targets.kind == "quantiles"
+    assert module.forget_mask is workflow.training.documents.mask
     assert any(reached for reached, _, _ in seen), "no document reached its target"
     for reached, docs, out in seen:
         kept = [] if out is None else out["doc_index"].tolist()
@@ -244,10 +243,8 @@ def test_the_mask_stops_pushing_documents_at_their_target(
 
 
 def test_bad_target_options_are_named():
-    with pytest.raises(ValueError, match="targets must be one of"):
-        UnlearningWorkflow(targets="each")
-    with pytest.raises(ValueError, match="options of per-document targets"):
-        UnlearningWorkflow(document_mask=True)
+    with pytest.raises(ValueError, match="patience must be an integer >= 1"):
+        DocumentTargeting(patience=0)
     module = DocumentTargetMatching("unused")
     with pytest.raises(RuntimeError, match="needs each forget document's target"):
         module.forget_loss({"input_ids": torch.zeros(1, 2, dtype=torch.long)})

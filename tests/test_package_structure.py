@@ -114,10 +114,27 @@ def test_benchmarks_import_no_private_name_of_the_library():
     assert not private, private
 
 
+#: the workflow and the collaborators it keeps its state in
+WORKFLOW_MODULES = (
+    "workflow.py",
+    "measuring.py",
+    "score_cache.py",
+    "run_record.py",
+    "training_checks.py",
+)
+
+
 def _workflow_private_names() -> set[str]:
-    """Private attributes and methods the workflow module defines (``self._x = ...``,
-    ``def _x``, ``_x: ...`` in a class body)."""
-    tree = ast.parse((PACKAGE / "workflow.py").read_text(encoding="utf-8"))
+    """Private attributes and methods the workflow module and its collaborators define
+    (``self._x = ...``, ``def _x``, ``_x: ...`` in a class body)."""
+    names = set()
+    for module in WORKFLOW_MODULES:
+        names |= _private_names(PACKAGE / module)
+    return names
+
+
+def _private_names(path: Path) -> set[str]:
+    tree = ast.parse(path.read_text(encoding="utf-8"))
     names = set()
     for node in ast.walk(tree):
         if isinstance(node, ast.Attribute) and isinstance(node.ctx, ast.Store):
@@ -137,9 +154,14 @@ def test_nothing_outside_the_workflow_touches_its_private_attributes():
     module of the library or the benchmarks reads or writes a private name the workflow defines
     on anything but ``self``."""
     private = _workflow_private_names()
-    assert {"_stop_step", "_models", "_adaptive"} <= private  # the walker sees them
-    files = [p for p in PACKAGE.rglob("*.py") if p.name != "workflow.py"]
-    files += sorted((PACKAGE.parent / "benchmarks").glob("*.py"))
+    # the walker sees them, in the workflow and in its collaborators
+    assert {"_steps_done", "_stop_step", "_models", "_adaptive", "_fingerprints"} <= private
+    outside = [
+        p
+        for p in PACKAGE.rglob("*.py")
+        if p.relative_to(PACKAGE).as_posix() not in WORKFLOW_MODULES
+    ]
+    files = outside + sorted((PACKAGE.parent / "benchmarks").glob("*.py"))
     found = []
     for path in files:
         for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
@@ -183,3 +205,18 @@ def test_one_method_list_feeds_the_planner_the_top_level_and_the_benchmarks():
         sys.path.pop(0)
     for _, cls_name, _, _ in quality.METHODS:
         assert planner.method_class(cls_name) in methods.METHODS.values(), cls_name
+
+
+def test_the_workflow_uses_its_collaborators_public_surface():
+    """The workflow and its collaborators (measuring, score cache, report, checks) reach each
+    other through public names only: none touches a private name another one defines."""
+    found = []
+    for module in WORKFLOW_MODULES:
+        others = set().union(
+            *(_private_names(PACKAGE / m) for m in WORKFLOW_MODULES if m != module)
+        )
+        own = _private_names(PACKAGE / module)
+        for node in ast.walk(ast.parse((PACKAGE / module).read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Attribute) and node.attr in others - own:
+                found.append(f"{module}:{node.lineno} .{node.attr}")
+    assert not found, found

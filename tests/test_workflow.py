@@ -123,7 +123,7 @@ def _key(workflow, model_dir, corpus_dir, cache):
         approximate=str(corpus_dir / "approximate.jsonl"), max_length=64, cache_dir=str(cache),
     )  # fmt: skip
     data.setup("validate")
-    return workflow._cache_path(str(model_dir), data, kind="before")
+    return workflow.cache.path(str(model_dir), data, workflow.metrics, kind="before")
 
 
 def test_the_before_cache_keys_on_content(tiny_model_dir, tiny_corpus_dir, tmp_path):
@@ -165,7 +165,7 @@ def test_the_before_cache_keys_on_content(tiny_model_dir, tiny_corpus_dir, tmp_p
                                score_cache=tmp_path / "scores")  # fmt: skip
     assert _key(other, model, corpus, tmp_path / "c5") != key
     # a hub id (no local bytes) is not cached
-    assert workflow._cache_path("org/some-model", None, kind="before") is None
+    assert workflow.cache.path("org/some-model", None, workflow.metrics, kind="before") is None
 
 
 def test_a_second_identical_fit_reuses_the_before_measurement(
@@ -251,3 +251,64 @@ def test_a_method_from_outside_the_package_runs_by_its_dotted_path(
     assert rows[0][1] == "GradientAscent" and rows[1] == (path, path, "retain", {})
     with pytest.raises(SystemExit, match="unknown --method 'toy_methods.Nothing'"):
         quality.method_rows(["toy_methods.Nothing"])
+
+
+# ------------------------------------------------------------------ the data module's contract
+def test_the_data_module_satisfies_the_workflows_protocol(tiny_datamodule_kwargs):
+    """What the workflow reads of a data module is the typed ``UnlearningData`` protocol, and
+    ``UnlearningDataModule`` has every member of it (structurally and at run time)."""
+    import inspect
+    import typing
+
+    from lightning_unlearn.data import UnlearningDataModule
+    from lightning_unlearn.data.protocol import UnlearningData
+    from lightning_unlearn.workflow import UnlearningWorkflow
+
+    members = set(UnlearningData.__annotations__) | {
+        name for name, _ in inspect.getmembers(UnlearningData) if not name.startswith("_")
+    }
+    assert {"eval_loaders", "eval_texts", "eval_dataset", "tokenizer", "check_splits"} <= members
+    data = UnlearningDataModule(**tiny_datamodule_kwargs)
+    missing = [name for name in sorted(members) if not hasattr(data, name)]
+    assert not missing, missing
+    assert isinstance(data, UnlearningData)
+    assert not isinstance(object(), UnlearningData)
+    # the workflow's signatures name the protocol, not Any
+    hints = typing.get_type_hints(UnlearningWorkflow.measure_checkpoint)
+    assert hints["datamodule"] is UnlearningData
+
+
+def test_the_score_cache_fingerprints_a_data_module_once(
+    tiny_model_dir, tiny_datamodule_kwargs, tmp_path, monkeypatch
+):
+    """Looking up several measurements of one data module hashes its splits once."""
+    from lightning_unlearn import score_cache
+    from lightning_unlearn.data import UnlearningDataModule
+    from lightning_unlearn.evaluation import Perplexity
+
+    calls = []
+    real = score_cache.splits_fingerprint
+    monkeypatch.setattr(score_cache, "splits_fingerprint", lambda dm: calls.append(1) or real(dm))
+    cache = score_cache.MeasurementCache(tmp_path / "scores")
+    data = UnlearningDataModule(**tiny_datamodule_kwargs)
+    keys = {cache.path(str(tiny_model_dir), data, [Perplexity()], g) for g in (True, False, True)}
+    assert len(keys) == 2 and len(calls) == 1
+    data.eval_subset = 2  # what is scored changed: hashed again, another key
+    assert cache.path(str(tiny_model_dir), data, [Perplexity()]) not in keys and len(calls) == 2
+
+
+def test_the_workflow_pickles(tiny_datamodule_kwargs, tiny_model_dir, tmp_path):
+    """A spawned process gets the workflow pickled: its score cache's memo (weak references to
+    data modules) is left behind and rebuilt."""
+    import pickle
+
+    from lightning_unlearn.data import UnlearningDataModule
+    from lightning_unlearn.evaluation import Perplexity
+    from lightning_unlearn.workflow import UnlearningWorkflow
+
+    workflow = UnlearningWorkflow(metrics=[Perplexity()], score_cache=tmp_path / "scores")
+    data = UnlearningDataModule(**tiny_datamodule_kwargs)
+    key = workflow.cache.path(str(tiny_model_dir), data, workflow.metrics)
+    copy = pickle.loads(pickle.dumps(workflow))
+    assert copy.score_cache == tmp_path / "scores"
+    assert copy.cache.path(str(tiny_model_dir), data, copy.metrics) == key

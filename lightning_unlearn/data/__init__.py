@@ -1,7 +1,8 @@
 """Data for unlearning: sources, tokenisation (chunking / packing / question–answer records),
 caching and the DataModule."""
 
-from .datamodule import EVAL_SPLIT_ORDER, ChunkDataset, UnlearningDataModule
+from .datamodule import EVAL_SPLIT_ORDER, UnlearningDataModule
+from .loaders import ChunkDataset
 from .sources import DataSource, QARecord, SourceError, read_documents, read_qa
 from .tokenize import (
     PadCollator,

@@ -43,6 +43,7 @@ from .perplexity import Perplexity
 from .report import build_report, format_table, write_report
 from .results import EmptyApproximateSplitError, approximate_target, normalise_metrics
 from .runner import evaluate_model, evaluate_splits
+from .targets import DocumentStopping, DocumentTargeting, DocumentTargets
 from .tofu import TOFU
 from .wmdp import WMDP
 
@@ -50,6 +51,9 @@ __all__ = [
     "EVAL_SPLITS",
     "MIA_SCORES",
     "ApproximateRetrainStopping",
+    "DocumentStopping",
+    "DocumentTargeting",
+    "DocumentTargets",
     "DocumentCollector",
     "EmptyApproximateSplitError",
     "GenerationMetric",

@@ -33,6 +33,9 @@ import math
 
 __all__ = ["AdaptiveChecks"]
 
+#: a ``val_check_batch`` no step count reaches: no validation after this step
+NO_CHECK = 2**62
+
 
 class AdaptiveChecks:
     """Decides after each training step whether the workflow runs a full check (see the module
@@ -57,8 +60,9 @@ class AdaptiveChecks:
     def start(self, *, threshold_ppl: float, before_ppl: float | None = None) -> None:
         """The stop's threshold and the monitored split's value before unlearning (perplexity)."""
         if not (math.isfinite(threshold_ppl) and threshold_ppl > 0):
-            raise ValueError(f"adaptive checks: threshold must be a positive perplexity, got "
-                             f"{threshold_ppl!r}")  # fmt: skip
+            raise ValueError(
+                f"adaptive checks: threshold must be a positive perplexity, got {threshold_ppl!r}"
+            )
         self.threshold = math.log(threshold_ppl)
         self.before = None if before_ppl is None else math.log(before_ppl)
         self.checks, self.decisions = [], []
@@ -89,3 +93,24 @@ class AdaptiveChecks:
         due = step % self.every == 0 or not predicted < self.threshold
         self.decisions.append({"step": step, "predicted": predicted, "due": due})
         return due
+
+    def applies_to(self, trainer) -> bool:
+        """Whether the schedule chooses the checks of this fit: once started, with a Trainer that
+        may check after every optimizer step (``val_check_interval=1``,
+        ``check_val_every_n_epoch=None``, no gradient accumulation)."""
+        return (
+            self.threshold is not None
+            and getattr(trainer, "val_check_batch", None) == 1
+            and getattr(trainer, "check_val_every_n_epoch", 0) is None
+            and getattr(trainer, "accumulate_grad_batches", 1) == 1
+        )
+
+    def steer(self, trainer, step: int, *, stop_known: bool) -> None:
+        """Let the Trainer's validation (the check) follow step ``step`` only when it is due
+        (once the stop is known, the safety net only); the decision is reduced over processes:
+        any one that asks for a check gets it, so all of them run it."""
+        due = step % self.every == 0 if stop_known else self.due(step)
+        reduce = getattr(trainer.strategy, "reduce_boolean_decision", None)
+        if reduce is not None:
+            due = bool(reduce(due, all=False))
+        trainer.val_check_batch = 1 if due else NO_CHECK

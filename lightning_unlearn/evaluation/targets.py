@@ -47,11 +47,7 @@ __all__ = [
     "DocumentMask",
     "DocumentTargeting",
     "document_loglik",
-    "TARGET_KINDS",
 ]
-
-#: what the workflow's ``targets`` accepts: one population target, or one per forget document
-TARGET_KINDS = ("mean", "documents")
 
 
 def document_loglik(split_documents: Mapping[str, Sequence[Any]]) -> dict[int, float]:
@@ -240,7 +236,7 @@ class DocumentStopping:
         if self.targets is None:
             raise RuntimeError(
                 "DocumentStopping has no per-document targets: the workflow sets them in begin() "
-                "(UnlearningWorkflow(targets='documents').run(...))"
+                "(UnlearningWorkflow(documents=DocumentTargeting()).run(...))"
             )
 
     def fraction(self, values: Mapping[int, float]) -> float:
@@ -311,33 +307,39 @@ class DocumentMask:
 
 
 class DocumentTargeting:
-    """The workflow's per-document path (``UnlearningWorkflow(targets="documents")``): it builds
-    the targets after the before-measurement, hands them to the module (and the mask, when asked),
-    reads each check's per-document values for the stop and the mask, and adds each forget
-    document's target to the report.
+    """Per-document targets for a workflow: ``UnlearningWorkflow(documents=DocumentTargeting())``.
+
+    After the before-measurement it builds each forget document's target
+    (:class:`DocumentTargets`), hands them to the module (``module.document_targets``, read by
+    per-document methods such as :class:`~lightning_unlearn.methods.DocumentTargetMatching`) and,
+    with ``mask``, a :class:`DocumentMask` (``module.forget_mask``: any method); at each check it
+    reads the forget documents' values for the mask and the stop (:class:`DocumentStopping`,
+    replacing the mean-perplexity stop; checks as the Trainer schedules them, every step with
+    ``val_check_interval=1``); the report shows each forget document's target beside its value.
 
     Args:
-        reference: a never-seen reference model (a checkpoint path, or its measurement on the
-            forget and approximate splits); ``None``: quantile matching on the approximate split.
-        mask: give the module a :class:`DocumentMask` (existing one-sided methods).
-        stop: the per-document stop, or ``None`` (train for the Trainer's budget).
-        monitor_split / reference_split: the forget and the approximate split's names.
+        reference: a never-seen reference model (the checkpoint before fine-tuning: a path, or
+            its measurement on the forget and approximate splits): targets are its per-document
+            log-likelihoods plus the approximate split's shift. ``None``: quantile matching on the
+            approximate split.
+        mask: give the module the per-document mask (documents at their target leave the
+            forget term).
+        patience: the stop's checks without progress (:class:`DocumentStopping`).
     """
 
-    def __init__(
-        self,
-        *,
-        reference: Any = None,
-        mask: bool = False,
-        stop: DocumentStopping | None = None,
-        monitor_split: str = "forget",
-        reference_split: str = "approximate",
-    ) -> None:
+    def __init__(self, *, reference: Any = None, mask: bool = False, patience: int = 2) -> None:
         self.reference = reference
         self.mask = DocumentMask() if mask else None
-        self.stop = stop
-        self.monitor_split, self.reference_split = monitor_split, reference_split
+        self.stop: DocumentStopping | None = DocumentStopping(patience=patience)
+        self.monitor_split, self.reference_split = "forget", "approximate"
         self.targets: DocumentTargets | None = None
+
+    def bind(self, *, stop: bool, monitor_split: str, reference_split: str) -> None:
+        """The workflow's settings: whether it stops, and the forget and approximate splits."""
+        self.monitor_split, self.reference_split = monitor_split, reference_split
+        if self.stop is not None:
+            self.stop.monitor_split = monitor_split
+        self.stop = self.stop if stop else None
 
     def begin(self, workflow: Any, module: Any, datamodule: Any) -> DocumentTargets:
         """Targets from the before-measurement (and the reference model), given to the module."""

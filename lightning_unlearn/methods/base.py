@@ -101,7 +101,7 @@ class UnlearningModule(EvaluationSteps, LightningModule):
     #: retain term's need follows from ``retain_term``: see :attr:`needs_reference`)
     forget_needs_reference: ClassVar[bool] = False
     #: per-document targets and mask (:mod:`lightning_unlearn.evaluation.targets`; set by
-    #: ``UnlearningWorkflow(targets="documents")``)
+    #: ``UnlearningWorkflow(documents=DocumentTargeting(...))``)
     document_targets: Any = None
     forget_mask: Any = None
 

@@ -31,7 +31,7 @@ retrained model informs a target, the tolerance or a hyper-parameter.
 
 Run it through the workflow, which builds the targets::
 
-    workflow = UnlearningWorkflow(targets="documents", reference_model="path/to/never-seen")
+    workflow = UnlearningWorkflow(documents=DocumentTargeting(reference="path/to/never-seen"))
     workflow.run(trainer, DocumentTargetMatching("path/to/model"), datamodule)
 """
 
@@ -59,7 +59,7 @@ class DocumentTargetMatching(UnlearningModule):
         if targets is None:
             raise RuntimeError(
                 "DocumentTargetMatching needs each forget document's target: run it through "
-                "UnlearningWorkflow(targets='documents', ...), which sets module.document_targets"
+                "UnlearningWorkflow(documents=DocumentTargeting(...)), which sets module.document_targets"
             )
         doc_index = batch.get("doc_index")
         if doc_index is None:
