@@ -131,9 +131,11 @@ def run_demo(s: DemoSettings) -> dict[str, Any]:
             VerbatimMemorisation(prefix_tokens=32, continuation_tokens=32, batch_size=24),
         ]
         workflow = UnlearningWorkflow(
-            metrics=metrics, tolerance=s.target_tolerance, score_cache=cache / "scores",
+            metrics=metrics,
+            tolerance=s.target_tolerance,
+            score_cache=cache / "scores",
             verbose=False,
-        )  # fmt: skip
+        )
         # side columns: the metrics of one forward pass (no generation: it costs time, and the
         # report compares before with after)
         columns = {"pretrained": workflow.measure_checkpoint(model_dir, data, generation=False)}

@@ -110,8 +110,13 @@ class ReferenceMembership(ModelMetric):
         scores = {s: self.scores(documents[s], other[s]) for s in splits}
         for split, values in scores.items():
             result.documents[split] = {"mia_ref/reference": values.tolist()}
-        add_auc(result, "mia_ref/reference", scores[self.members], scores[self.non_members],
-                self.confidence)  # fmt: skip
+        add_auc(
+            result,
+            "mia_ref/reference",
+            scores[self.members],
+            scores[self.non_members],
+            self.confidence,
+        )
         return result
 
     def label(self, key: str) -> str | None:
@@ -161,8 +166,13 @@ class GradientNormMembership(TokenMetric):
         scores = {s: self.scores(documents[s]) for s in splits}
         for split, values in scores.items():
             result.documents[split] = {"mia_grad/gradient_norm": values.tolist()}
-        add_auc(result, "mia_grad/gradient_norm", scores[self.members],
-                scores[self.non_members], self.confidence)  # fmt: skip
+        add_auc(
+            result,
+            "mia_grad/gradient_norm",
+            scores[self.members],
+            scores[self.non_members],
+            self.confidence,
+        )
         return result
 
     def label(self, key: str) -> str | None:
@@ -247,14 +257,23 @@ class ParameterGradientNormMembership(GenerationMetric):
             return result
         scores = {}
         for split in self.splits:
-            scores[split] = torch.tensor([
-                -parameter_gradient_norm(model, torch.as_tensor(ids), p=self.p)
-                if len(ids) >= 3 else math.nan
-                for ids in texts[split].input_ids
-            ], dtype=torch.float64)  # fmt: skip
+            scores[split] = torch.tensor(
+                [
+                    -parameter_gradient_norm(model, torch.as_tensor(ids), p=self.p)
+                    if len(ids) >= 3
+                    else math.nan
+                    for ids in texts[split].input_ids
+                ],
+                dtype=torch.float64,
+            )
             result.documents[split] = {"mia_grad_all/gradient_norm": scores[split].tolist()}
-        add_auc(result, "mia_grad_all/gradient_norm", scores[self.members],
-                scores[self.non_members], self.confidence)  # fmt: skip
+        add_auc(
+            result,
+            "mia_grad_all/gradient_norm",
+            scores[self.members],
+            scores[self.non_members],
+            self.confidence,
+        )
         return result
 
     def label(self, key: str) -> str | None:
