@@ -48,29 +48,33 @@ RUNTIME_OVERHEAD_BYTES = 2 * GIB
 
 # ---------------------------------------------------------------------- models
 #: well-known architectures, built in code so planning needs no network (published configs)
+_MODEL_COLUMNS = (
+    "hidden_size",
+    "intermediate_size",
+    "num_hidden_layers",
+    "num_attention_heads",
+    "num_key_value_heads",
+    "vocab_size",
+    "tie_word_embeddings",
+)
 KNOWN_MODELS: dict[str, dict[str, Any]] = {
-    # meta-llama/Llama-2-7b-hf, -13b-hf, -70b-hf
-    "llama-7b": dict(hidden_size=4096, intermediate_size=11008, num_hidden_layers=32,
-                     num_attention_heads=32, num_key_value_heads=32, vocab_size=32000),
-    "llama-13b": dict(hidden_size=5120, intermediate_size=13824, num_hidden_layers=40,
-                      num_attention_heads=40, num_key_value_heads=40, vocab_size=32000),
-    "llama-70b": dict(hidden_size=8192, intermediate_size=28672, num_hidden_layers=80,
-                      num_attention_heads=64, num_key_value_heads=8, vocab_size=32000),
-    # meta-llama/Llama-3.2-1B (tied embeddings)
-    "llama3.2-1b": dict(hidden_size=2048, intermediate_size=8192, num_hidden_layers=16,
-                        num_attention_heads=32, num_key_value_heads=8, vocab_size=128256,
-                        tie_word_embeddings=True),
-    # mistralai/Mistral-7B-v0.1 (and its fine-tunes: HuggingFaceH4/zephyr-7b-beta, WMDP's RMU model)
-    "mistral-7b": dict(hidden_size=4096, intermediate_size=14336, num_hidden_layers=32,
-                       num_attention_heads=32, num_key_value_heads=8, vocab_size=32000),
-    # meta-llama/Meta-Llama-3-8B
-    "llama3-8b": dict(hidden_size=4096, intermediate_size=14336, num_hidden_layers=32,
-                      num_attention_heads=32, num_key_value_heads=8, vocab_size=128256),
-    # HuggingFaceTB/SmolLM2-135M (tied embeddings)
-    "smollm2-135m": dict(hidden_size=576, intermediate_size=1536, num_hidden_layers=30,
-                         num_attention_heads=9, num_key_value_heads=3, vocab_size=49152,
-                         tie_word_embeddings=True),
-}  # fmt: skip
+    name: dict(zip(_MODEL_COLUMNS, row))
+    for name, *row in [
+        # name, hidden, intermediate, layers, heads, key-value heads, vocabulary, tied embeddings
+        # meta-llama/Llama-2-7b-hf, -13b-hf, -70b-hf
+        ("llama-7b", 4096, 11008, 32, 32, 32, 32000, False),
+        ("llama-13b", 5120, 13824, 40, 40, 40, 32000, False),
+        ("llama-70b", 8192, 28672, 80, 64, 8, 32000, False),
+        # meta-llama/Llama-3.2-1B
+        ("llama3.2-1b", 2048, 8192, 16, 32, 8, 128256, True),
+        # mistralai/Mistral-7B-v0.1 (and its fine-tunes: zephyr-7b-beta, WMDP's RMU model)
+        ("mistral-7b", 4096, 14336, 32, 32, 8, 32000, False),
+        # meta-llama/Meta-Llama-3-8B
+        ("llama3-8b", 4096, 14336, 32, 32, 8, 128256, False),
+        # HuggingFaceTB/SmolLM2-135M
+        ("smollm2-135m", 576, 1536, 30, 9, 3, 49152, True),
+    ]
+}
 
 
 def load_model_config(model: str):
@@ -205,10 +209,12 @@ def method_needs(method: str, *, retain_term: str | None = None) -> MethodNeeds:
     module = cls("<planned model>", **kwargs)
     layers, modules = (getattr(module, a, None) for a in ("trainable_layers", "trainable_modules"))
     return MethodNeeds(
-        cls.__name__, bool(module.uses_retain), bool(module.needs_reference),
+        cls.__name__,
+        bool(module.uses_retain),
+        bool(module.needs_reference),
         trainable_layers=None if layers is None else tuple(layers),
         trainable_modules=None if modules is None else tuple(modules),
-    )  # fmt: skip
+    )
 
 
 def trainable_parameters(config, method: MethodNeeds) -> int | None:
@@ -485,9 +491,15 @@ def deepspeed_estimate(
         )
     if layout.shard == "full":
         cpu, gpu, _ = estimate_zero3_model_states_mem_needs(
-            size.total, size.largest_layer, gpus, nodes, cpu_offload=layout.offload_optimizer,
-            cpu_offload_params=layout.offload_params, zero_init=True, additional_buffer_factor=1.0,
-        )  # fmt: skip
+            size.total,
+            size.largest_layer,
+            gpus,
+            nodes,
+            cpu_offload=layout.offload_optimizer,
+            cpu_offload_params=layout.offload_params,
+            zero_init=True,
+            additional_buffer_factor=1.0,
+        )
         return cpu, gpu
     return None
 
@@ -515,7 +527,7 @@ def format_plan(plan: MemoryPlan, *, title: str, reference: tuple[int, int] | No
     over = plan.gpu_total / plan.gpu_memory
     verdict = "FITS" if plan.fits else "DOES NOT FIT"
     lines.append(f"verdict: {verdict} (GPU use {over:.0%} of {plan.gpu_memory / GIB:.0f} GiB)")
-    return "\n".join(lines)  # fmt: skip
+    return "\n".join(lines)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -569,7 +581,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--cpu-memory", type=float, default=None, help="GiB of RAM per node (unchecked if unset)"
     )
-    return parser  # fmt: skip
+    return parser
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -581,12 +593,21 @@ def main(argv: list[str] | None = None) -> int:
     layout = strategy_layout(args.strategy)
     trainable = None if args.lora else trainable_parameters(config, method)
     plan = plan_memory(
-        size, method=method, layout=layout, gpus=args.gpus, nodes=args.nodes, lora=args.lora,
-        seq_len=args.seq_len, micro_batch=args.micro_batch,
+        size,
+        method=method,
+        layout=layout,
+        gpus=args.gpus,
+        nodes=args.nodes,
+        lora=args.lora,
+        seq_len=args.seq_len,
+        micro_batch=args.micro_batch,
         gradient_checkpointing=args.gradient_checkpointing,
-        gpu_memory_gib=args.gpu_memory, cpu_memory_gib=args.cpu_memory, backward=args.backward,
-        trainable=trainable, dtype=args.dtype,
-    )  # fmt: skip
+        gpu_memory_gib=args.gpu_memory,
+        cpu_memory_gib=args.cpu_memory,
+        backward=args.backward,
+        trainable=trainable,
+        dtype=args.dtype,
+    )
     reference = (
         None
         if args.lora or trainable is not None

@@ -10,14 +10,13 @@ half-batch has the same number of target tokens and the ranks' mean gradient is 
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
-from pathlib import Path
 
 import _scale_worker as scale
 import lightning as Lightning
 import torch
+from _workers_common import rank_setup, worker_parser
 
 #: (name, class, options): the three methods whose two terms both back-propagate
 METHODS = (
@@ -65,17 +64,11 @@ class Grab(Lightning.Callback):
 
 def run(mode: str, model: str, out: str | os.PathLike) -> None:
     import lightning as Lg
-    from transformers import AutoConfig
 
     import lightning_unlearn
     from lightning_unlearn.strategies import CPUDeepSpeedStrategy
 
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    rank, world = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
-    batches = scale.shard(
-        scale.full_batches(AutoConfig.from_pretrained(model).vocab_size), rank, world
-    )
+    out, rank, world, batches = rank_setup(model, out)
     for name, cls_name, options in METHODS:
         for order in ORDERS:
             kwargs: dict = dict(accelerator="cpu", devices=1)
@@ -103,11 +96,7 @@ def run(mode: str, model: str, out: str | os.PathLike) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--mode", required=True, choices=["single", "ddp", "zero3"])
-    parser.add_argument("--model", required=True)
-    parser.add_argument("--out", required=True)
-    args = parser.parse_args(argv)
+    args = worker_parser().parse_args(argv)
     torch.set_num_threads(1)
     run(args.mode, args.model, args.out)
     scale.finish_process_group()

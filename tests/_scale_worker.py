@@ -6,14 +6,12 @@ Run by the tests in-process (``run(mode="single")``) or under torchrun::
     torchrun --nnodes 2 --nproc-per-node 1 --node-rank R --master-addr 127.0.0.1 \
         --master-port P tests/_scale_worker.py --mode ddp --model M --out O
 
-The data are fixed random token ids with no padding, so every row has the same number of target
-tokens: the mean loss of each rank's half-batch, averaged over ranks, is then exactly the token
-mean over the full batch that the single-process run sees, and so are the gradients.
+The data are ``_workers_common``'s: fixed random token ids with no padding, so every row has the
+same number of target tokens and the ranks' mean loss and gradients are the full batch's.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import socket
@@ -22,55 +20,27 @@ import sys
 from pathlib import Path
 
 import torch
+from _workers_common import (  # noqa: F401 (full_batches, shard: read as scale.* by others)
+    ROWS,
+    _Repeat,
+    finish_process_group,
+    full_batches,
+    rank_setup,
+    shard,
+    worker_parser,
+)
 
-ROWS, WIDTH, STEPS, LR = 4, 16, 3, 1e-2
-
-
-class _Repeat(torch.utils.data.IterableDataset):
-    def __init__(self, batch, n):
-        self.batch, self.n = batch, n
-
-    def __iter__(self):
-        for _ in range(self.n):
-            yield self.batch
-
-    def __len__(self):
-        return self.n
-
-
-def full_batches(vocab_size: int) -> dict[str, dict[str, torch.Tensor]]:
-    gen = torch.Generator().manual_seed(1234)
-    out = {}
-    for part in ("forget", "retain"):
-        ids = torch.randint(1, vocab_size, (ROWS, WIDTH), generator=gen)
-        out[part] = {
-            "input_ids": ids,
-            "attention_mask": torch.ones_like(ids),
-            "labels": ids.clone(),
-        }
-    return out
-
-
-def shard(batches, rank: int, world: int):
-    per = ROWS // world
-    return {
-        part: {k: v[rank * per : (rank + 1) * per] for k, v in batch.items()}
-        for part, batch in batches.items()
-    }
+STEPS, LR = 3, 1e-2
 
 
 def run(mode: str, model: str, out: str | os.PathLike) -> dict:
     import lightning as Lg
     from safetensors.torch import save_file
-    from transformers import AutoConfig
 
     from lightning_unlearn import GradientAscentKL
     from lightning_unlearn.strategies import CPUDeepSpeedStrategy, local_shard_sizes
 
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    rank, world = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
-    batches = shard(full_batches(AutoConfig.from_pretrained(model).vocab_size), rank, world)
+    out, rank, world, batches = rank_setup(model, out)
     kwargs: dict = dict(accelerator="cpu", devices=1, num_nodes=1)
     if mode == "zero3":
         kwargs.update(
@@ -149,10 +119,7 @@ def finish(procs: list[subprocess.Popen], timeout: float = 240) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--mode", required=True, choices=["single", "ddp", "zero3"])
-    parser.add_argument("--model", required=True)
-    parser.add_argument("--out", required=True)
+    parser = worker_parser()
     parser.add_argument(
         "--runs", type=int, default=1, help="fits in one process, each into OUT/run-<i> when > 1"
     )
@@ -162,17 +129,6 @@ def main(argv: list[str] | None = None) -> int:
         run(args.mode, args.model, Path(args.out) / f"run-{i}" if args.runs > 1 else args.out)
     finish_process_group()
     return 0
-
-
-def finish_process_group() -> None:
-    """Tear the process group down before the interpreter exits: one CI run (1 in about 8 of
-    these launches) aborted at exit with "terminate called without an active exception" after
-    every fit had finished, a gloo thread still joinable while the group was destroyed from the
-    interpreter's exit handlers."""
-    dist = torch.distributed
-    if dist.is_available() and dist.is_initialized():
-        dist.barrier()
-        dist.destroy_process_group()
 
 
 if __name__ == "__main__":

@@ -163,3 +163,23 @@ def tiny_datamodule_kwargs(tiny_model_dir, tiny_corpus_dir, tmp_path):
         "max_length": 64,
         "cache_dir": str(tmp_path / "data-cache"),
     }
+
+
+# ------------------------------------------------------------------ the method table's runs
+@pytest.fixture(scope="session")
+def unlearned(trained_tiny_model_dir, tiny_tokenizer):
+    """``unlearned(name)``: method ``name`` trained with its row of the method table
+    (``test_methods_contract.ROWS``) on the memorised tiny model, once per session; the
+    contract's tests and a method's own checks read the same run (do not train it further)."""
+    from test_methods_contract import unlearn
+
+    runs = {}
+
+    def get(name):
+        if name not in runs:
+            forget = make_batch(tiny_tokenizer, FORGET_TEXTS)
+            retain = make_batch(tiny_tokenizer, RETAIN_TEXTS)
+            runs[name] = unlearn(name, trained_tiny_model_dir, forget, retain)
+        return runs[name]
+
+    return get

@@ -56,44 +56,61 @@ def run_attacks(
     ends = {"unlearned": unlearned, "before": before, "retrain": retrain}
     ends = {k: v for k, v in ends.items() if v is not None}
     splits = [s for s in ATTACK_SPLITS if s in datamodule.eval_sources]
-    plain = {end: workflow.measure_checkpoint(model, datamodule, generation=False, splits=splits)
-             for end, model in ends.items()}  # fmt: skip
+    plain = {
+        end: workflow.measure_checkpoint(model, datamodule, generation=False, splits=splits)
+        for end, model in ends.items()
+    }
     variants: dict[str, dict[str, Any]] = {}
     for attack in attacks:
         for end, model in ends.items():
             net = workflow.load(model) if isinstance(model, str) else model
             for name, copy, excluded in attack.variants(net, datamodule):
                 measured = workflow.measure_checkpoint(
-                    copy, datamodule, generation=False, splits=splits,
+                    copy,
+                    datamodule,
+                    generation=False,
+                    splits=splits,
                     exclude={"forget": excluded},
-                )  # fmt: skip
-                row = variants.setdefault(name, {"excluded": sorted(excluded), "values": {},
-                                                 "_documents": {}})  # fmt: skip
-                row["values"][end] = {k: v for k, v in measured.values.items()
-                                      if k in ATTACK_METRICS or k.startswith("forget/")}  # fmt: skip
+                )
+                row = variants.setdefault(
+                    name, {"excluded": sorted(excluded), "values": {}, "_documents": {}}
+                )
+                row["values"][end] = {
+                    k: v
+                    for k, v in measured.values.items()
+                    if k in ATTACK_METRICS or k.startswith("forget/")
+                }
                 row["_documents"][end] = measured.documents
                 if progress is not None:
-                    progress(f"attack {name} on {end}: forget nll "
-                             f"{measured.values.get('forget/nll', float('nan')):.3f}")  # fmt: skip
+                    progress(
+                        f"attack {name} on {end}: forget nll "
+                        f"{measured.values.get('forget/nll', float('nan')):.3f}"
+                    )
             del net
     tokens = _tokens(plain["unlearned"])
     for row in variants.values():
         row["recovered"], row["interval"], row["change"] = {}, {}, {}
         docs = row.pop("_documents")
         # U before the attack, on the documents the attacked copy was scored on
-        unattacked = (rescore(plain["unlearned"].documents, tokens, exclude=row["excluded"])
-                      if row["excluded"] else plain["unlearned"].values)  # fmt: skip
+        unattacked = (
+            rescore(plain["unlearned"].documents, tokens, exclude=row["excluded"])
+            if row["excluded"]
+            else plain["unlearned"].values
+        )
         for metric in ATTACK_METRICS:
             u = row["values"]["unlearned"].get(metric)
             row["change"][metric] = raw_change(unattacked.get(metric), u)
             if "before" in row["values"] and "retrain" in row["values"]:
-                interval = ends_interval(docs["before"], docs["retrain"], metric, tokens,
-                                         exclude=row["excluded"])  # fmt: skip
+                interval = ends_interval(
+                    docs["before"], docs["retrain"], metric, tokens, exclude=row["excluded"]
+                )
                 row["interval"][metric] = list(interval)
                 row["recovered"][metric] = recovered_fraction(
-                    u, row["values"]["before"].get(metric), row["values"]["retrain"].get(metric),
+                    u,
+                    row["values"]["before"].get(metric),
+                    row["values"]["retrain"].get(metric),
                     ends_interval=interval,
-                )  # fmt: skip
+                )
         fraction = row["recovered"].get("forget/nll")
         row["survived"] = None if fraction is None else bool(fraction < threshold)
     return {
@@ -119,16 +136,21 @@ def attack_verdicts(section: Mapping[str, Any]) -> list[str]:
             fraction = row["recovered"].get("forget/nll")
             ends = f"forget log-ppl U {_fmt(u)}, B {_fmt(b)}, R {_fmt(r)}"
             if fraction is None:
-                lines.append(f"attack {name}: n/a, the attack left B and R indistinguishable "
-                             f"({ends})")  # fmt: skip
+                lines.append(
+                    f"attack {name}: n/a, the attack left B and R indistinguishable ({ends})"
+                )
             else:
                 word = "SURVIVED" if row["survived"] else "DID NOT SURVIVE"
-                lines.append(f"attack {name}: forgetting {word}: recovered {fraction:.2f} of the "
-                             f"forget log-perplexity unlearning removed ({ends})")  # fmt: skip
+                lines.append(
+                    f"attack {name}: forgetting {word}: recovered {fraction:.2f} of the "
+                    f"forget log-perplexity unlearning removed ({ends})"
+                )
         else:
             change = row["change"].get("forget/nll")
-            lines.append(f"attack {name}: forget log-ppl {_fmt(u)} after the attack "
-                         f"(change {_fmt(change)}; no exact-retrain model to compare with)")  # fmt: skip
+            lines.append(
+                f"attack {name}: forget log-ppl {_fmt(u)} after the attack "
+                f"(change {_fmt(change)}; no exact-retrain model to compare with)"
+            )
     return lines
 
 
@@ -141,12 +163,16 @@ def attack_section(section: Mapping[str, Any]) -> dict[str, str]:
     for name, row in section["variants"].items():
         cells = [name]
         for metric in ATTACK_METRICS:
-            values = [row["values"].get(end, {}).get(metric) for end in ("unlearned", "before",
-                                                                         "retrain")]  # fmt: skip
+            values = [
+                row["values"].get(end, {}).get(metric) for end in ("unlearned", "before", "retrain")
+            ]
             cells.append(" / ".join(_fmt(v) for v in values))
             fraction = row["recovered"].get(metric)
-            cells.append(_fmt(fraction) if metric in row["recovered"] else
-                         f"change {_fmt(row['change'].get(metric))}")  # fmt: skip
+            cells.append(
+                _fmt(fraction)
+                if metric in row["recovered"]
+                else f"change {_fmt(row['change'].get(metric))}"
+            )
         rows.append("| " + " | ".join(cells) + " |")
     intro = (
         "Each attack runs on a copy of the unlearned model (U), of the model before unlearning (B) "

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
+import functools
 import io
 import os
 import time
@@ -93,27 +94,14 @@ def run_demo(s: DemoSettings) -> dict[str, Any]:
         progress.update(phase, completed=1)
 
         begin(3, "continue pre-training on forget + retain (the forget set becomes 'seen')")
-        seen_dir = continue_pretraining(
-            model_dir,
-            corpus,
-            s,
-            train="pretrain",
-            out=cache / "demo-continued",
-            progress=progress,
-            task=phase,
+        pretrain = functools.partial(
+            continue_pretraining, model_dir, corpus, s, progress=progress, task=phase
         )
+        seen_dir = pretrain(train="pretrain", out=cache / "demo-continued")
         exact_dir = None
         if s.exact_retrain:
             begin(3, "continue pre-training on retain only (the exact-retrain reference)")
-            exact_dir = continue_pretraining(
-                model_dir,
-                corpus,
-                s,
-                train="pretrain_without_forget",
-                out=cache / "demo-exact-retrain",
-                progress=progress,
-                task=phase,
-            )
+            exact_dir = pretrain(train="pretrain_without_forget", out=cache / "demo-exact-retrain")
 
         begin(4, "measure the pre-trained, continued and exact-retrain models", 3)
         # one data module: the checks during unlearning score its forget split (the workflow sets
@@ -131,9 +119,11 @@ def run_demo(s: DemoSettings) -> dict[str, Any]:
             VerbatimMemorisation(prefix_tokens=32, continuation_tokens=32, batch_size=24),
         ]
         workflow = UnlearningWorkflow(
-            metrics=metrics, tolerance=s.target_tolerance, score_cache=cache / "scores",
+            metrics=metrics,
+            tolerance=s.target_tolerance,
+            score_cache=cache / "scores",
             verbose=False,
-        )  # fmt: skip
+        )
         # side columns: the metrics of one forward pass (no generation: it costs time, and the
         # report compares before with after)
         columns = {"pretrained": workflow.measure_checkpoint(model_dir, data, generation=False)}

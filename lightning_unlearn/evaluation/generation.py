@@ -123,8 +123,12 @@ def _generate_batch(
         if cache_key is None:  # no KV cache: the whole sequence again
             input_ids = torch.cat([input_ids, next_ids[:, None]], dim=-1)
             position_ids = (attention_mask.cumsum(-1) - 1).clamp(min=0)
-            out = model(input_ids=input_ids, attention_mask=attention_mask,
-                        position_ids=position_ids, **extra)  # fmt: skip
+            out = model(
+                input_ids=input_ids,
+                attention_mask=attention_mask,
+                position_ids=position_ids,
+                **extra,
+            )
             continue
         position_ids = attention_mask.sum(-1, keepdim=True) - 1
         out = model(

@@ -132,9 +132,11 @@ def verbatim_memorisation(
     documents = [ids for ids in documents if ids[prefix_len : prefix_len + max_new_tokens]]
     truths = [ids[prefix_len : prefix_len + max_new_tokens] for ids in documents]
     generated = greedy_generate(
-        model, [ids[:prefix_len] for ids in documents], max_new_tokens=[len(t) for t in truths],
+        model,
+        [ids[:prefix_len] for ids in documents],
+        max_new_tokens=[len(t) for t in truths],
         pad_token_id=0,
-    )  # fmt: skip
+    )
     per_document = [
         {"rouge_l": rouge_l_f1(g, t), "exact_match_len": exact_match_length(g, t), "length": len(t)}
         for g, t in zip(generated, truths)
@@ -250,9 +252,12 @@ class VerbatimMemorisation(GenerationMetric):
             usable = [i for i, ids in enumerate(docs) if len(ids) > p]
             truths = [docs[i][p : p + c] for i in usable]
             generated = greedy_generate(
-                model, [docs[i][:p] for i in usable], max_new_tokens=[len(t) for t in truths],
-                pad_token_id=tokenizer.pad_token_id or 0, batch_size=self.batch_size,
-            )  # fmt: skip
+                model,
+                [docs[i][:p] for i in usable],
+                max_new_tokens=[len(t) for t in truths],
+                pad_token_id=tokenizer.pad_token_id or 0,
+                batch_size=self.batch_size,
+            )
             if self.rouge == "text":
                 scores = rouge_l(tokenizer.batch_decode(generated), tokenizer.batch_decode(truths))[
                     "f1"

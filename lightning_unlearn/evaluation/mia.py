@@ -230,8 +230,9 @@ class MembershipInference(TokenMetric):
 
     def compute(self, documents: Mapping[str, SplitDocuments]) -> MetricResult:
         result = MetricResult()
-        scored = {s: self.scores(documents[s]) for s in (self.members, self.non_members)
-                  if s in documents}  # fmt: skip
+        scored = {
+            s: self.scores(documents[s]) for s in (self.members, self.non_members) if s in documents
+        }
         for split, scores in scored.items():
             result.documents[split] = {f"mia/{name}": scores[name].tolist() for name in MIA_SCORES}
         if len(scored) < 2:

@@ -65,6 +65,21 @@ def head_gradient_norm(hidden: Tensor, weight: Tensor, targets: Tensor) -> float
     return float(squared.sqrt()) / max(1, len(targets))
 
 
+def membership_result(
+    key: str,
+    scores: Mapping[str, Tensor],
+    attack: ReferenceMembership | GradientNormMembership | ParameterGradientNormMembership,
+) -> MetricResult:
+    """An attack's result from its per-document ``scores`` of each split: the scores under
+    ``key`` per document, ``{key}_auc`` (``attack.members`` positive, ``attack.non_members``
+    negative) and, with ``attack.confidence``, its bootstrap interval."""
+    result = MetricResult()
+    for split, values in scores.items():
+        result.documents[split] = {key: values.tolist()}
+    add_auc(result, key, scores[attack.members], scores[attack.non_members], attack.confidence)
+    return result
+
+
 class ReferenceMembership(ModelMetric):
     """The reference-model attack (see the module docstring): ``mia_ref/reference_auc`` and its
     interval; per document the score ``mean log p_model - mean log p_reference``.
@@ -103,16 +118,11 @@ class ReferenceMembership(ModelMetric):
     def compute(
         self, documents: Mapping[str, SplitDocuments], other: Mapping[str, SplitDocuments] | None
     ) -> MetricResult:
-        result = MetricResult()
         splits = (self.members, self.non_members)
         if other is None or not all(s in documents and s in other for s in splits):
-            return result  # no reference model: the attack is skipped
+            return MetricResult()  # no reference model: the attack is skipped
         scores = {s: self.scores(documents[s], other[s]) for s in splits}
-        for split, values in scores.items():
-            result.documents[split] = {"mia_ref/reference": values.tolist()}
-        add_auc(result, "mia_ref/reference", scores[self.members], scores[self.non_members],
-                self.confidence)  # fmt: skip
-        return result
+        return membership_result("mia_ref/reference", scores, self)
 
     def label(self, key: str) -> str | None:
         return "MIA AUC reference" if key == "mia_ref/reference_auc" else None
@@ -154,16 +164,11 @@ class GradientNormMembership(TokenMetric):
         )
 
     def compute(self, documents: Mapping[str, SplitDocuments]) -> MetricResult:
-        result = MetricResult()
         splits = (self.members, self.non_members)
         if not all(s in documents and documents[s].hidden for s in splits):
-            return result
+            return MetricResult()
         scores = {s: self.scores(documents[s]) for s in splits}
-        for split, values in scores.items():
-            result.documents[split] = {"mia_grad/gradient_norm": values.tolist()}
-        add_auc(result, "mia_grad/gradient_norm", scores[self.members],
-                scores[self.non_members], self.confidence)  # fmt: skip
-        return result
+        return membership_result("mia_grad/gradient_norm", scores, self)
 
     def label(self, key: str) -> str | None:
         if key == "mia_grad/gradient_norm_auc":
@@ -242,20 +247,20 @@ class ParameterGradientNormMembership(GenerationMetric):
         self.splits = (members, non_members)
 
     def compute(self, model, tokenizer, texts: Mapping[str, SplitTexts]) -> MetricResult:
-        result = MetricResult()
         if not all(s in texts for s in self.splits):
-            return result
+            return MetricResult()
         scores = {}
         for split in self.splits:
-            scores[split] = torch.tensor([
-                -parameter_gradient_norm(model, torch.as_tensor(ids), p=self.p)
-                if len(ids) >= 3 else math.nan
-                for ids in texts[split].input_ids
-            ], dtype=torch.float64)  # fmt: skip
-            result.documents[split] = {"mia_grad_all/gradient_norm": scores[split].tolist()}
-        add_auc(result, "mia_grad_all/gradient_norm", scores[self.members],
-                scores[self.non_members], self.confidence)  # fmt: skip
-        return result
+            scores[split] = torch.tensor(
+                [
+                    -parameter_gradient_norm(model, torch.as_tensor(ids), p=self.p)
+                    if len(ids) >= 3
+                    else math.nan
+                    for ids in texts[split].input_ids
+                ],
+                dtype=torch.float64,
+            )
+        return membership_result("mia_grad_all/gradient_norm", scores, self)
 
     def label(self, key: str) -> str | None:
         if key == "mia_grad_all/gradient_norm_auc":

@@ -212,16 +212,24 @@ class KnowMem(GenerationMetric):
         """The model's answers to ``questions`` in the configured prompt form."""
         if self.prompt == "chat":
             return generate_answers(
-                model, tokenizer, questions, max_new_tokens=self.max_new_tokens,
-                max_length=self.max_length, batch_size=self.batch_size,
-            )  # fmt: skip
+                model,
+                tokenizer,
+                questions,
+                max_new_tokens=self.max_new_tokens,
+                max_length=self.max_length,
+                batch_size=self.batch_size,
+            )
         examples = [(r.question, r.answer) for r in icl] if icl else []
         prompts = [tokenizer(muse_prompt(q, examples)).input_ids for q in questions]
         pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
         generated = greedy_generate(
-            model, prompts, max_new_tokens=self.max_new_tokens, pad_token_id=pad,
-            eos_token_id=tokenizer.eos_token_id, batch_size=self.batch_size,
-        )  # fmt: skip
+            model,
+            prompts,
+            max_new_tokens=self.max_new_tokens,
+            pad_token_id=pad,
+            eos_token_id=tokenizer.eos_token_id,
+            batch_size=self.batch_size,
+        )
         texts = tokenizer.batch_decode(
             generated, skip_special_tokens=True, clean_up_tokenization_spaces=True
         )

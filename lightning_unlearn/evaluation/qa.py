@@ -71,8 +71,10 @@ def answer_logprob_means(
         for start in range(0, len(order), batch_size):
             rows = order[start : start + batch_size]
             batch = collate([encoded[i] for i in rows])
-            logits = model(input_ids=batch["input_ids"].to(device),
-                           attention_mask=batch["attention_mask"].to(device)).logits  # fmt: skip
+            logits = model(
+                input_ids=batch["input_ids"].to(device),
+                attention_mask=batch["attention_mask"].to(device),
+            ).logits
             means = -sequence_nll(logits.float(), batch["labels"].to(device))
             for j, i in enumerate(rows):
                 out[i] = float(means[j])
@@ -98,6 +100,12 @@ def generate_answers(
         )
     ]
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    generated = greedy_generate(model, prompts, max_new_tokens=max_new_tokens, pad_token_id=pad,
-                                eos_token_id=tokenizer.eos_token_id, batch_size=batch_size)  # fmt: skip
+    generated = greedy_generate(
+        model,
+        prompts,
+        max_new_tokens=max_new_tokens,
+        pad_token_id=pad,
+        eos_token_id=tokenizer.eos_token_id,
+        batch_size=batch_size,
+    )
     return [t.strip() for t in tokenizer.batch_decode(generated, skip_special_tokens=True)]

@@ -91,8 +91,9 @@ def tofu_truth_ratios(model, tokenizer, records: Sequence[QARecord], **kw: Any) 
     for i, alts in enumerate(perturbed):
         table[i, : len(alts)] = flat[k : k + len(alts)]
         k += len(alts)
-    para = answer_logprob_means(model, tokenizer, [(r.question, c) for r, c in
-                                                   zip(records, correct)], **kw)  # fmt: skip
+    para = answer_logprob_means(
+        model, tokenizer, [(r.question, c) for r, c in zip(records, correct)], **kw
+    )
     return truth_ratio(table, para)
 
 
@@ -201,8 +202,9 @@ class TOFU(GenerationMetric):
 
     def _utility(self, model, tokenizer, records, name: str) -> dict[str, float]:
         correct, perturbed = _alternatives(records)
-        answers = answer_logprob_means(model, tokenizer, [(r.question, r.answer) for r in records],
-                                       **self._kw())  # fmt: skip
+        answers = answer_logprob_means(
+            model, tokenizer, [(r.question, r.answer) for r in records], **self._kw()
+        )
         if name == "retain":
             probability = float(answers.exp().mean())
         else:
@@ -215,8 +217,13 @@ class TOFU(GenerationMetric):
                 table[i, : len(alts)] = flat[k : k + len(alts)]
                 k += len(alts)
             probability = float(torch.nanmean(normalised_answer_probability(answers, table)))
-        generated = generate_answers(model, tokenizer, [r.question for r in records],
-                                     max_new_tokens=self.max_new_tokens, **self._kw())  # fmt: skip
+        generated = generate_answers(
+            model,
+            tokenizer,
+            [r.question for r in records],
+            max_new_tokens=self.max_new_tokens,
+            **self._kw(),
+        )
         recall = rouge_l(generated, [r.answer for r in records], use_stemmer=True)["recall"]
         ratios = tofu_truth_ratios(model, tokenizer, records, **self._kw())
         return {
@@ -247,8 +254,11 @@ class TOFU(GenerationMetric):
                 "TOFU forget quality not computed: give retain_model or retain_truth_ratios"
             )
         if utility is not None:
-            sets = [n for n in ("retain", "real_authors", "world_facts")
-                    if getattr(self, n) is not None]  # fmt: skip
-            lines.append(f"TOFU model utility {utility:.3f} (harmonic mean over {', '.join(sets)}; "
-                         "ROUGE-L recall on text, Porter-stemmed as TOFU)")  # fmt: skip
+            sets = [
+                n for n in ("retain", "real_authors", "world_facts") if getattr(self, n) is not None
+            ]
+            lines.append(
+                f"TOFU model utility {utility:.3f} (harmonic mean over {', '.join(sets)}; "
+                "ROUGE-L recall on text, Porter-stemmed as TOFU)"
+            )
         return lines

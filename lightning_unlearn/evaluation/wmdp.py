@@ -246,9 +246,14 @@ class WMDP(GenerationMetric):
             with torch.random.fork_rng(devices=devices):
                 lm = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=self.batch_size)
                 out = lm_eval.simple_evaluate(
-                    model=lm, tasks=self.tasks, num_fewshot=self.num_fewshot, limit=self.limit,
-                    task_manager=manager, log_samples=False, verbosity="WARNING",
-                )  # fmt: skip
+                    model=lm,
+                    tasks=self.tasks,
+                    num_fewshot=self.num_fewshot,
+                    limit=self.limit,
+                    task_manager=manager,
+                    log_samples=False,
+                    verbosity="WARNING",
+                )
                 counts = _question_counts(get_task_dict(self.tasks, manager), self.limit)
         finally:
             model.train(was_training)
