@@ -40,6 +40,7 @@ from .configs import DEFAULT_MAX_BATCH_TOKENS, check_batch_budget, check_strateg
 from .evaluation.base import UnlearningMetric
 from .evaluation.metrics import default_metrics
 from .evaluation.report import format_table, write_report
+from .evaluation.targets import DocumentTargeting
 from .io import OutputExistsError, check_output_dir
 from .methods.base import DivergenceError, UnlearningModule
 from .models import check_model_inputs, check_reference_config, load_config
@@ -114,6 +115,29 @@ class UnlearnCLI(LightningCLI):
             type=int,
             default=10,
             help="the adaptive checks' safety net: a full check at least every N steps",
+        )
+        parser.add_argument(
+            "--targets",
+            type=str,
+            default="mean",
+            help="mean: stop on the forget split's mean perplexity (the approximate-retrain "
+            "target); documents: a target per forget document, its own stop, and each "
+            "document's target in the report (lightning_unlearn.evaluation.DocumentTargeting; "
+            "needed by DocumentTargetMatching)",
+        )
+        parser.add_argument(
+            "--targets_reference",
+            type=str | None,
+            default=None,
+            help="with --targets documents: a model that never saw the forget documents (the "
+            "checkpoint before fine-tuning); null: quantile matching on the approximate split",
+        )
+        parser.add_argument(
+            "--document_mask",
+            type=bool,
+            default=False,
+            help="with --targets documents: forget documents at their target leave the forget "
+            "term (any method)",
         )
         parser.add_argument(
             "--checkpoint_every_n_steps",
@@ -222,6 +246,7 @@ class UnlearnCLI(LightningCLI):
                 tolerance=opts["target_tolerance"],
                 checks=opts["checks"],
                 check_every=opts["check_every"],
+                documents=_document_targeting(opts),
             )
             extra.append(self.workflow)
         return super().instantiate_trainer(**kwargs)
@@ -703,3 +728,17 @@ def entry_point() -> None:
 
 if __name__ == "__main__":
     entry_point()
+
+
+def _document_targeting(opts: Any) -> DocumentTargeting | None:
+    """``--targets documents`` (with ``--targets_reference`` and ``--document_mask``)."""
+    if opts["targets"] not in ("mean", "documents"):
+        raise ValueError(f"--targets must be 'mean' or 'documents', got {opts['targets']!r}")
+    if opts["targets"] == "mean":
+        if opts["targets_reference"] is not None or opts["document_mask"]:
+            raise ValueError(
+                "--targets_reference and --document_mask are options of per-document targets: "
+                "add --targets documents"
+            )
+        return None
+    return DocumentTargeting(reference=opts["targets_reference"], mask=opts["document_mask"])

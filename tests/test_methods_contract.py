@@ -42,6 +42,9 @@ class Row:
         required: what the class cannot be constructed without (also under ``kwargs``).
         bad: ``(options, message)``: each is refused with a ``ValueError`` matching ``message``.
         learning_rate: of the run.
+        targets: each forget document's target one nat below its log-likelihood before (the
+            batch's rows as documents, a tolerance of 0.05): for methods with per-document
+            targets, which the workflow sets otherwise.
     """
 
     floor: float
@@ -49,6 +52,21 @@ class Row:
     required: dict[str, Any] = field(default_factory=dict)
     bad: list[tuple[dict[str, Any], str]] = field(default_factory=list)
     learning_rate: float = 3e-3
+    targets: bool = False
+
+
+def document_targets(module: UnlearningModule, forget: dict) -> dict:
+    """The forget batch with ``doc_index`` (its rows), each document's target one nat below its
+    mean token log-likelihood now (tolerance 0.05) given to the module."""
+    from lightning_unlearn.evaluation.targets import DocumentTargets
+    from lightning_unlearn.losses import sequence_nll
+
+    forget = {**forget, "doc_index": torch.arange(forget["input_ids"].size(0))}
+    with torch.no_grad():
+        value = -sequence_nll(module(forget), forget["labels"])
+    target = {i: float(v) - 1.0 for i, v in enumerate(value)}
+    module.document_targets = DocumentTargets(target=target, tolerance=0.05, kind="reference")
+    return forget
 
 
 ROWS: dict[str, Row] = {
@@ -150,6 +168,11 @@ ROWS: dict[str, Row] = {
             ({"retain_weight": 2.0}, "set dual_init.*instead of retain_weight"),
         ],
     ),
+    "dtm": Row(
+        floor=0.5,
+        targets=True,
+        bad=[({"retain_weight": -1.0}, "retain_weight must be >= 0")],
+    ),
 }
 
 NAMES = list(METHODS)
@@ -173,6 +196,8 @@ def unlearn(name: str, model_dir: Path, forget: dict, retain: dict) -> Run:
     module = build(
         METHODS[name], model_dir, learning_rate=row.learning_rate, **{**row.required, **row.kwargs}
     )
+    if row.targets:
+        forget = document_targets(module, forget)
     initial = copy.deepcopy(module)
     before = nll(module, forget)
     trainer = fit(module, forget, retain, STEPS)
