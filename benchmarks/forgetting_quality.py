@@ -19,7 +19,12 @@ Populations (every model is trained, scored in memory and dropped: only its scor
 * **each method** (seeds 1..N): unlearning runs from the *one* seen model of the demo (seed 0),
   through :class:`~lightning_unlearn.workflow.UnlearningWorkflow`: GA+GD (in-distribution retain
   data) stopped at the approximate-retrain target (tolerance as the demo), GA for one epoch (the
-  paper's fixed schedule), NPO+GD (in-distribution) stopped at the target; SimNPO on request.
+  paper's fixed schedule), NPO+GD (in-distribution) stopped at the target, PDU; SimNPO on request;
+  per-document targets (#27): DocumentTargetMatching with targets from the never-seen base model
+  (DTM+ref) and with quantile targets (DTM), GA+GD with the per-document mask, each stopped by the
+  per-document stop, with the **held-out retain protocol**: the retain term trains on the even
+  retain documents and the retain utility is measured on the odd ones, which no method trained
+  on (retrain seeds 1..N are scored on them again: ``retrain_heldout``).
 
 Where the randomness comes from: a seed ``s`` calls ``L.seed_everything(s)`` and sets the data
 module's ``seed`` (the forget/training order, reshuffled with ``seed + epoch``, and the retain
@@ -69,6 +74,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import json
 import sys
 import time
@@ -376,7 +382,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     results["target_ppl"] = before.values["approximate/ppl"]
     results["seen_model"] = {"path": str(seen_dir), **scores(before)}
     doc_index = results["seen_model"]["doc_index"]
-    score_data = demo_data(
+    # the populations' scoring: the base model's data module (pre-training needs no retain term)
+    score_data = functools.partial(
+        demo_data,
         task.base_dir,
         task.corpus,
         settings,
@@ -386,6 +394,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         eval_splits=SCORE_SPLITS,
         eval_batch_size=8,
     )
+    scored = score_data()
     print(
         f"target (seen model's approximate ppl) {results['target_ppl']:.3f}; N = {n}; "
         f"methods {methods}; recipe {recipe}",
@@ -397,17 +406,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     held_out = any(heldout(METHODS[key]) for key in methods)
     if held_out:  # retrain seeds 1..N again, their retain utility on the held-out documents
         plan += [("retrain_heldout", seed) for seed in range(1, n + 1)]
-        heldout_data = demo_data(
-            task.base_dir,
-            task.corpus,
-            settings,
-            train="forget",
-            batch_size=settings.unlearn_batch_size,
-            retain=False,
-            eval_splits=SCORE_SPLITS,
-            eval_batch_size=8,
-            eval_retain=retain_halves(task)["retain_heldout"],
-        )
+        heldout_data = score_data(eval_retain=retain_halves(task)["retain_heldout"])
     reference = None
     if any(
         (METHODS[k].workflow.get("documents") or {}).get("reference") == NEVER_SEEN for k in methods
@@ -435,7 +434,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         t = time.perf_counter()
         if kind in ("retrain", "seen", "retrain_heldout"):
             train = "pretrain" if kind == "seen" else "pretrain_without_forget"
-            data = heldout_data if kind == "retrain_heldout" else score_data
+            data = heldout_data if kind == "retrain_heldout" else scored
             record = pretrain(
                 task, train=train, seed=seed, recipe=recipe, scorer=scorer, score_data=data
             )

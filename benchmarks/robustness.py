@@ -39,6 +39,8 @@ an update is ~98% retain fine-tuning and forget perplexity does not reach the ta
 normalises the forget term's small scale away when it is alone); UNDIAL (strength 10, no retain
 data, full fine-tuning here instead of the paper's LoRA). RMU is not run: its steering coefficient
 and layer are Zephyr-7B values that need tuning for SmolLM2, and it does not target perplexity.
+Per-document targets (#27): DocumentTargetMatching with targets from the never-seen base model and
+with quantile targets, and GA+GD with the per-document mask, each up to the per-document stop.
 
 Run it alone on the machine (about 75 minutes on 2 CPU cores with the defaults: ~30 s per scoring,
 ~7 s per relearning step, 2-3 min per unlearning; progress lines and partial results as it goes)::

@@ -1,3 +1,3 @@
 """The library version (one place: setup.cfg reads the same number)."""
 
-__version__ = "0.2.0"
+__version__ = "0.3.0"
