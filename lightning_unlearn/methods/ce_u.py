@@ -29,6 +29,7 @@ from __future__ import annotations
 from torch import Tensor
 
 from ..losses import ce_u_loss
+from ..validation import check_number
 from .base import RetainTerm, UnlearningModule
 
 
@@ -51,8 +52,7 @@ class CrossEntropyUnlearning(UnlearningModule):
         retain_term: RetainTerm = "none",
         **kwargs,
     ) -> None:
-        if isinstance(skip_first, bool) or not isinstance(skip_first, int) or skip_first < 0:
-            raise ValueError(f"skip_first must be an int >= 0, got {skip_first!r}")
+        check_number("skip_first", skip_first, low=0, integer=True)
         super().__init__(model_name_or_path, retain_term=retain_term, **kwargs)
         self.skip_first = skip_first
 

@@ -26,6 +26,7 @@ from torch import Tensor
 
 from ..losses import IGNORE_INDEX, dpo_loss, sequence_logprob
 from ..models import freeze, random_like
+from ..validation import check_number
 from .base import RetainTerm, UnlearningModule
 
 
@@ -62,18 +63,15 @@ class PreferenceUnlearning(UnlearningModule):
         retain_term: RetainTerm = "none",
         **kwargs,
     ) -> None:
-        if beta <= 0:
-            raise ValueError(f"beta must be > 0, got {beta}")
-        if prompt_tokens < 1:
-            raise ValueError(f"prompt_tokens must be >= 1, got {prompt_tokens}")
+        check_number("beta", beta, low=0, strict=True)
+        check_number("prompt_tokens", prompt_tokens, low=1)
         if alternative not in ("refusal", "random_model"):
             raise ValueError(
                 f"alternative must be 'refusal' or 'random_model', got {alternative!r}"
             )
         if alternative == "refusal" and not alternative_text.strip():
             raise ValueError("alternative_text is empty; give the refusal the model should prefer")
-        if max_alternative_tokens < 1:
-            raise ValueError(f"max_alternative_tokens must be >= 1, got {max_alternative_tokens}")
+        check_number("max_alternative_tokens", max_alternative_tokens, low=1)
         super().__init__(model_name_or_path, retain_term=retain_term, **kwargs)
         self.beta = float(beta)
         self.prompt_tokens = int(prompt_tokens)

@@ -19,6 +19,7 @@ from __future__ import annotations
 from torch import Tensor
 
 from ..losses import npo_loss, sequence_logprob
+from ..validation import check_number
 from .base import RetainTerm, UnlearningModule
 
 
@@ -42,8 +43,7 @@ class NegativePreferenceOptimization(UnlearningModule):
         retain_term: RetainTerm = "none",
         **kwargs,
     ) -> None:
-        if beta <= 0:
-            raise ValueError(f"beta must be > 0, got {beta}")
+        check_number("beta", beta, low=0, strict=True)
         super().__init__(model_name_or_path, retain_term=retain_term, **kwargs)
         self.beta = float(beta)
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 from torch import Tensor
 
 from ..losses import soft_target_cross_entropy, undial_target_logits
+from ..validation import check_number
 from .base import RetainTerm, UnlearningModule
 
 
@@ -39,8 +40,7 @@ class UNDIAL(UnlearningModule):
         retain_term: RetainTerm = "none",
         **kwargs,
     ) -> None:
-        if strength < 0:
-            raise ValueError(f"strength must be >= 0, got {strength}")
+        check_number("strength", strength, low=0)
         super().__init__(model_name_or_path, retain_term=retain_term, **kwargs)
         self.strength = float(strength)
 
