@@ -27,7 +27,7 @@ from torch import Tensor
 from ..losses import IGNORE_INDEX, dpo_loss, sequence_logprob
 from ..models import freeze, random_like
 from ..validation import check_number
-from .base import RetainTerm, UnlearningModule
+from .base import UnlearningModule
 
 
 class PreferenceUnlearning(UnlearningModule):
@@ -43,8 +43,8 @@ class PreferenceUnlearning(UnlearningModule):
         alternative_text: the refusal used as chosen answer.
         max_alternative_tokens: cap on sampled alternative length.
         random_seed: seed of the random model and of its sampling.
-        retain_term: ``"none"``, ``"nll"`` or ``"kl"`` on retain data, weighted by
-            ``retain_weight``; see :class:`UnlearningModule`.
+        retain_term: ``"none"`` (the base's default), ``"nll"`` or ``"kl"`` on retain data, weighted
+            by ``retain_weight``; see :class:`UnlearningModule`.
         **kwargs: see :class:`UnlearningModule`.
     """
 
@@ -60,7 +60,6 @@ class PreferenceUnlearning(UnlearningModule):
         alternative_text: str = "I'm sorry, I don't know that.",
         max_alternative_tokens: int = 64,
         random_seed: int = 1234,
-        retain_term: RetainTerm = "none",
         **kwargs,
     ) -> None:
         check_number("beta", beta, low=0, strict=True)
@@ -72,7 +71,7 @@ class PreferenceUnlearning(UnlearningModule):
         if alternative == "refusal" and not alternative_text.strip():
             raise ValueError("alternative_text is empty; give the refusal the model should prefer")
         check_number("max_alternative_tokens", max_alternative_tokens, low=1)
-        super().__init__(model_name_or_path, retain_term=retain_term, **kwargs)
+        super().__init__(model_name_or_path, **kwargs)
         self.beta = float(beta)
         self.prompt_tokens = int(prompt_tokens)
         self.alternative = alternative

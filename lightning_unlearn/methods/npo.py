@@ -20,7 +20,7 @@ from torch import Tensor
 
 from ..losses import npo_loss, sequence_logprob
 from ..validation import check_number
-from .base import RetainTerm, UnlearningModule
+from .base import UnlearningModule
 
 
 class NegativePreferenceOptimization(UnlearningModule):
@@ -28,23 +28,17 @@ class NegativePreferenceOptimization(UnlearningModule):
 
     Args:
         beta: inverse temperature of NPO (paper: 0.1). Smaller is closer to gradient ascent.
-        retain_term: ``"none"`` (the paper's NPO), ``"nll"`` (NPO+RT) or ``"kl"`` (NPO+KL) on retain
-            data, weighted by ``retain_weight``; see :class:`UnlearningModule`.
+        retain_term: ``"none"`` (the paper's NPO; the base's default), ``"nll"`` (NPO+RT) or
+            ``"kl"`` (NPO+KL) on retain data, weighted by ``retain_weight``; see
+            :class:`UnlearningModule`.
         **kwargs: see :class:`UnlearningModule`.
     """
 
     forget_needs_reference = True
 
-    def __init__(
-        self,
-        model_name_or_path: str,
-        *,
-        beta: float = 0.1,
-        retain_term: RetainTerm = "none",
-        **kwargs,
-    ) -> None:
+    def __init__(self, model_name_or_path: str, *, beta: float = 0.1, **kwargs) -> None:
         check_number("beta", beta, low=0, strict=True)
-        super().__init__(model_name_or_path, retain_term=retain_term, **kwargs)
+        super().__init__(model_name_or_path, **kwargs)
         self.beta = float(beta)
 
     def forget_loss(self, batch: dict[str, Tensor]) -> Tensor:
