@@ -42,12 +42,14 @@ def plot(results: dict[str, Any], folder: Path) -> dict[str, str]:
     ax.axhline(target, color="black", ls="--", lw=1, label="target (approximate)")
     if exact["forget"]:
         ax.axhline(exact["forget"], color="black", ls=":", lw=1, label="exact retrain")
-    ax.set_yscale("log")
-    ax.set_xlabel("step")
-    ax.set_ylabel("forget perplexity")
-    ax.set_title("Forget perplexity during unlearning")
-    ax.legend(fontsize=6, ncol=2, loc="upper left")
-    out["forget_curves"] = common.save_figure(fig, folder, "results_forget_curves.png")
+    out["forget_curves"] = _finish(
+        fig,
+        folder,
+        "results_forget_curves.png",
+        "step",
+        "forget perplexity",
+        "Forget perplexity during unlearning",
+    )
 
     fig = Figure(figsize=(7.5, 4.5), dpi=110)
     ax = fig.add_subplot(1, 1, 1)
@@ -82,13 +84,26 @@ def plot(results: dict[str, Any], folder: Path) -> dict[str, str]:
     )
     ax.axvline(target, color="black", ls="--", lw=1)
     ax.set_xscale("log")
-    ax.set_yscale("log")
-    ax.set_xlabel("forget perplexity (higher = more forgotten)")
-    ax.set_ylabel("retain perplexity (lower = utility kept)")
-    ax.set_title("Forget / utility trade-off (dashed: target)")
-    ax.legend(fontsize=6, ncol=2, loc="upper left")
-    out["tradeoff"] = common.save_figure(fig, folder, "results_tradeoff.png")
+    out["tradeoff"] = _finish(
+        fig,
+        folder,
+        "results_tradeoff.png",
+        "forget perplexity (higher = more forgotten)",
+        "retain perplexity (lower = utility kept)",
+        "Forget / utility trade-off (dashed: target)",
+    )
     return out
+
+
+def _finish(fig, folder: Path, name: str, xlabel: str, ylabel: str, title: str) -> str:
+    """Both plots' last steps: a log y axis, the labels, the legend; saved as ``name``."""
+    ax = fig.axes[0]
+    ax.set_yscale("log")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.legend(fontsize=6, ncol=2, loc="upper left")
+    return common.save_figure(fig, folder, name)
 
 
 def _pct(x: float | None) -> str:

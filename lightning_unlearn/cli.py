@@ -465,20 +465,9 @@ def evaluate_main(argv: list[str]) -> dict[str, Any]:
     if has_data:
         results = _evaluate_report(init, cfg, out, L)
     if cfg.tasks:
-        from .evaluation.downstream import evaluate_downstream
+        from .evaluation.downstream import evaluate_options
 
-        limit = cfg.limit if cfg.limit is None or cfg.limit < 1 else int(cfg.limit)
-        batch: int | str = int(cfg.batch_size) if cfg.batch_size.isdigit() else cfg.batch_size
-        downstream = evaluate_downstream(
-            cfg.model,
-            cfg.tasks.split(","),
-            include_path=cfg.include_path,
-            limit=limit,
-            batch_size=batch,
-            device=cfg.device,
-            num_fewshot=cfg.num_fewshot,
-            dtype=cfg.dtype,
-        )
+        downstream = evaluate_options(cfg)
         results["downstream"] = downstream
         from .io import atomic_write_json
 

@@ -102,6 +102,24 @@ class RepeatedBatches(torch.utils.data.IterableDataset):
         return self.steps
 
 
+def cpu_trainer(**kwargs):
+    """A quiet one-process CPU ``Trainer`` (no logger, checkpoints, bars or sanity check);
+    ``kwargs`` override (the demo's and the tests' trainer)."""
+    import lightning as L
+
+    defaults = dict(
+        accelerator="cpu",
+        devices=1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+    )
+    defaults.update(kwargs)
+    return L.Trainer(**defaults)
+
+
 def build_method(cls, path, **kwargs):
     """An unlearning method on ``path`` with a constant learning rate, its model already built."""
     kwargs.setdefault("warmup_ratio", 0.0)
@@ -113,20 +131,8 @@ def build_method(cls, path, **kwargs):
 
 def fit_on_batches(module, forget, retain=None, steps: int = 1, **trainer_kwargs):
     """Train ``module`` for ``steps`` optimizer steps on one fixed forget (and retain) batch."""
-    import lightning as L
-
     batch = {"forget": forget} if retain is None else {"forget": forget, "retain": retain}
-    options = dict(
-        max_steps=steps,
-        accelerator="cpu",
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        num_sanity_val_steps=0,
-    )
-    options.update(trainer_kwargs)
-    trainer = L.Trainer(**options)
+    trainer = cpu_trainer(**{"max_steps": steps, **trainer_kwargs})
     loader = torch.utils.data.DataLoader(RepeatedBatches(batch, steps), batch_size=None)
     trainer.fit(module, loader)
     return trainer

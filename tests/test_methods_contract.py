@@ -143,15 +143,15 @@ ROWS: dict[str, Row] = {
     "satimp": Row(
         floor=0.5,
         bad=[
-            ({"beta1": -1.0}, "beta1 must be >= 0, got -1.0"),
+            ({"beta1": -1.0}, "beta1 must be >= 0, got -1"),
             ({"beta2": -2}, "beta2 must be >= 0, got -2"),
         ],
     ),
     "ce_u": Row(
         floor=0.5,
         bad=[
-            ({"skip_first": -1}, "skip_first must be an int >= 0, got -1"),
-            ({"skip_first": 1.5}, "skip_first must be an int >= 0, got 1.5"),
+            ({"skip_first": -1}, "skip_first must be an integer >= 0, got -1"),
+            ({"skip_first": 1.5}, "skip_first must be an integer >= 0, got 1.5"),
         ],
     ),
     "pdu": Row(
@@ -161,7 +161,7 @@ ROWS: dict[str, Row] = {
         bad=[
             ({"retain_bound": -1}, "retain_bound must be >= 0, got -1"),
             ({"dual_lr": -0.5}, "dual_lr must be >= 0, got -0.5"),
-            ({"dual_init": -1.0}, "dual_init must be >= 0, got -1.0"),
+            ({"dual_init": -1.0}, "dual_init must be >= 0, got -1"),
             ({"dual_update": "batch"}, "dual_update must be 'step' or 'epoch'"),
             ({"dual_warmup_epochs": -1}, "dual_warmup_epochs must be an int"),
             ({"retain_term": "none"}, "retain_term must be 'nll' or 'kl'"),
@@ -209,7 +209,10 @@ def preset(cls: type) -> dict[str, Any]:
     found = []
     for path in sorted(CONFIGS.glob("*.yaml")):
         model = yaml.safe_load(path.read_text())["model"]
-        if model["class_path"] in (f"lightning_unlearn.{cls.__name__}", f"{cls.__module__}.{cls.__name__}"):
+        if model["class_path"] in (
+            f"lightning_unlearn.{cls.__name__}",
+            f"{cls.__module__}.{cls.__name__}",
+        ):
             found.append((path, model.get("init_args") or {}))
     assert len(found) == 1, f"{cls.__name__}: presets {[str(p) for p, _ in found]}, want one"
     return found[0][1]

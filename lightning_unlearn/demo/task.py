@@ -1,6 +1,7 @@
-"""The demo task: its settings, its data module, its quiet CPU trainer and the continued
-pre-training that makes the forget set *seen* (and, without the forget set, the exact-retrain
-model). The benchmarks build the same task from these, so they share the demo's cache."""
+"""The demo task: its settings, its data module, its quiet CPU trainer (``testing.cpu_trainer``,
+the tests' too) and the continued pre-training that makes the forget set *seen* (and, without the
+forget set, the exact-retrain model). The benchmarks build the same task from these, so they share
+the demo's cache."""
 
 from __future__ import annotations
 
@@ -12,6 +13,8 @@ import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from ..testing import cpu_trainer
 
 __all__ = [
     "DemoSettings",
@@ -132,24 +135,6 @@ class StepProgress:
                         progress.console.print(f"    step {trainer.global_step}: {text}")
 
         return StepProgress()
-
-
-def cpu_trainer(**kwargs):
-    """A quiet one-process CPU ``Trainer`` (no logger, checkpoints, bars or sanity check);
-    ``kwargs`` override."""
-    import lightning as L
-
-    defaults = dict(
-        accelerator="cpu",
-        devices=1,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        num_sanity_val_steps=0,
-    )
-    defaults.update(kwargs)
-    return L.Trainer(**defaults)
 
 
 def demo_data(

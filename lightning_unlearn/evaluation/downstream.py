@@ -22,7 +22,7 @@ from ..io import atomic_write_json
 
 log = logging.getLogger(__name__)
 
-__all__ = ["evaluate_downstream", "main_evaluate", "build_parser"]
+__all__ = ["evaluate_downstream", "evaluate_options", "main_evaluate", "build_parser"]
 
 
 def _task_manager(include_path: str | os.PathLike | None, tasks: Sequence[str]):
@@ -158,23 +158,30 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def evaluate_options(options: Any) -> dict[str, Any]:
+    """:func:`evaluate_downstream` on parsed command-line options (``model``, ``tasks`` comma
+    separated, ``include_path``, ``limit``, ``batch_size`` as text, ``device``, ``num_fewshot``,
+    ``dtype``): this module's parser's or ``lightning-unlearn evaluate``'s."""
+    limit = options.limit
+    if limit is not None and limit >= 1:
+        limit = int(limit)
+    batch = options.batch_size
+    return evaluate_downstream(
+        options.model,
+        options.tasks.split(","),
+        include_path=options.include_path,
+        limit=limit,
+        batch_size=int(batch) if batch.isdigit() else batch,
+        device=options.device,
+        num_fewshot=options.num_fewshot,
+        dtype=options.dtype,
+    )
+
+
 def main_evaluate(argv: Sequence[str] | None = None) -> dict[str, Any]:
     """Entry point of ``lightning-unlearn evaluate``: run lm-eval tasks, print and save results."""
     args = build_parser().parse_args(argv)
-    limit = args.limit
-    if limit is not None and limit >= 1:
-        limit = int(limit)
-    batch_size: int | str = int(args.batch_size) if args.batch_size.isdigit() else args.batch_size
-    results = evaluate_downstream(
-        args.model,
-        args.tasks.split(","),
-        include_path=args.include_path,
-        limit=limit,
-        batch_size=batch_size,
-        device=args.device,
-        num_fewshot=args.num_fewshot,
-        dtype=args.dtype,
-    )
+    results = evaluate_options(args)
     text = json.dumps(results, indent=2, default=str)
     if args.output:
         atomic_write_json(args.output, json.loads(text))

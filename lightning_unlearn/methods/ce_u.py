@@ -29,7 +29,8 @@ from __future__ import annotations
 from torch import Tensor
 
 from ..losses import ce_u_loss
-from .base import RetainTerm, UnlearningModule
+from ..validation import check_number
+from .base import UnlearningModule
 
 
 class CrossEntropyUnlearning(UnlearningModule):
@@ -38,22 +39,14 @@ class CrossEntropyUnlearning(UnlearningModule):
     Args:
         skip_first: number of real target tokens at the start of each sequence left out of the
             loss (open-unlearning's ``CEU.yaml``, after the paper's training settings: 1).
-        retain_term: ``"none"`` (open-unlearning's ``CEU``), ``"nll"`` or ``"kl"`` on retain
-            data, weighted by ``retain_weight``; see :class:`UnlearningModule`.
+        retain_term: ``"none"`` (open-unlearning's ``CEU``; the base's default), ``"nll"`` or
+            ``"kl"`` on retain data, weighted by ``retain_weight``; see :class:`UnlearningModule`.
         **kwargs: see :class:`UnlearningModule`.
     """
 
-    def __init__(
-        self,
-        model_name_or_path: str,
-        *,
-        skip_first: int = 1,
-        retain_term: RetainTerm = "none",
-        **kwargs,
-    ) -> None:
-        if isinstance(skip_first, bool) or not isinstance(skip_first, int) or skip_first < 0:
-            raise ValueError(f"skip_first must be an int >= 0, got {skip_first!r}")
-        super().__init__(model_name_or_path, retain_term=retain_term, **kwargs)
+    def __init__(self, model_name_or_path: str, *, skip_first: int = 1, **kwargs) -> None:
+        check_number("skip_first", skip_first, low=0, integer=True)
+        super().__init__(model_name_or_path, **kwargs)
         self.skip_first = skip_first
 
     def forget_loss(self, batch: dict[str, Tensor]) -> Tensor:

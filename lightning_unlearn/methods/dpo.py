@@ -26,7 +26,8 @@ from torch import Tensor
 
 from ..losses import IGNORE_INDEX, dpo_loss, sequence_logprob
 from ..models import freeze, random_like
-from .base import RetainTerm, UnlearningModule
+from ..validation import check_number
+from .base import UnlearningModule
 
 
 class PreferenceUnlearning(UnlearningModule):
@@ -42,8 +43,8 @@ class PreferenceUnlearning(UnlearningModule):
         alternative_text: the refusal used as chosen answer.
         max_alternative_tokens: cap on sampled alternative length.
         random_seed: seed of the random model and of its sampling.
-        retain_term: ``"none"``, ``"nll"`` or ``"kl"`` on retain data, weighted by
-            ``retain_weight``; see :class:`UnlearningModule`.
+        retain_term: ``"none"`` (the base's default), ``"nll"`` or ``"kl"`` on retain data, weighted
+            by ``retain_weight``; see :class:`UnlearningModule`.
         **kwargs: see :class:`UnlearningModule`.
     """
 
@@ -59,22 +60,18 @@ class PreferenceUnlearning(UnlearningModule):
         alternative_text: str = "I'm sorry, I don't know that.",
         max_alternative_tokens: int = 64,
         random_seed: int = 1234,
-        retain_term: RetainTerm = "none",
         **kwargs,
     ) -> None:
-        if beta <= 0:
-            raise ValueError(f"beta must be > 0, got {beta}")
-        if prompt_tokens < 1:
-            raise ValueError(f"prompt_tokens must be >= 1, got {prompt_tokens}")
+        check_number("beta", beta, low=0, strict=True)
+        check_number("prompt_tokens", prompt_tokens, low=1)
         if alternative not in ("refusal", "random_model"):
             raise ValueError(
                 f"alternative must be 'refusal' or 'random_model', got {alternative!r}"
             )
         if alternative == "refusal" and not alternative_text.strip():
             raise ValueError("alternative_text is empty; give the refusal the model should prefer")
-        if max_alternative_tokens < 1:
-            raise ValueError(f"max_alternative_tokens must be >= 1, got {max_alternative_tokens}")
-        super().__init__(model_name_or_path, retain_term=retain_term, **kwargs)
+        check_number("max_alternative_tokens", max_alternative_tokens, low=1)
+        super().__init__(model_name_or_path, **kwargs)
         self.beta = float(beta)
         self.prompt_tokens = int(prompt_tokens)
         self.alternative = alternative

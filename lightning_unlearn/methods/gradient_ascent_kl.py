@@ -7,13 +7,11 @@ base class's ``retain_term="kl"``, this class's default).
 
 from __future__ import annotations
 
-from torch import Tensor
-
-from ..losses import token_nll
-from .base import RetainTerm, UnlearningModule
+from .base import RetainTerm
+from .gradient_ascent import GradientAscent
 
 
-class GradientAscentKL(UnlearningModule):
+class GradientAscentKL(GradientAscent):
     """GA on forget data, KL divergence to the original model on retain data.
 
     Args:
@@ -23,6 +21,3 @@ class GradientAscentKL(UnlearningModule):
 
     def __init__(self, model_name_or_path: str, *, retain_term: RetainTerm = "kl", **kwargs):
         super().__init__(model_name_or_path, retain_term=retain_term, **kwargs)
-
-    def forget_loss(self, batch: dict[str, Tensor]) -> Tensor:
-        return -token_nll(self(batch), batch["labels"])

@@ -19,7 +19,8 @@ from __future__ import annotations
 from torch import Tensor
 
 from ..losses import npo_loss, sequence_logprob
-from .base import RetainTerm, UnlearningModule
+from ..validation import check_number
+from .base import UnlearningModule
 
 
 class NegativePreferenceOptimization(UnlearningModule):
@@ -27,24 +28,17 @@ class NegativePreferenceOptimization(UnlearningModule):
 
     Args:
         beta: inverse temperature of NPO (paper: 0.1). Smaller is closer to gradient ascent.
-        retain_term: ``"none"`` (the paper's NPO), ``"nll"`` (NPO+RT) or ``"kl"`` (NPO+KL) on retain
-            data, weighted by ``retain_weight``; see :class:`UnlearningModule`.
+        retain_term: ``"none"`` (the paper's NPO; the base's default), ``"nll"`` (NPO+RT) or
+            ``"kl"`` (NPO+KL) on retain data, weighted by ``retain_weight``; see
+            :class:`UnlearningModule`.
         **kwargs: see :class:`UnlearningModule`.
     """
 
     forget_needs_reference = True
 
-    def __init__(
-        self,
-        model_name_or_path: str,
-        *,
-        beta: float = 0.1,
-        retain_term: RetainTerm = "none",
-        **kwargs,
-    ) -> None:
-        if beta <= 0:
-            raise ValueError(f"beta must be > 0, got {beta}")
-        super().__init__(model_name_or_path, retain_term=retain_term, **kwargs)
+    def __init__(self, model_name_or_path: str, *, beta: float = 0.1, **kwargs) -> None:
+        check_number("beta", beta, low=0, strict=True)
+        super().__init__(model_name_or_path, **kwargs)
         self.beta = float(beta)
 
     def forget_loss(self, batch: dict[str, Tensor]) -> Tensor:

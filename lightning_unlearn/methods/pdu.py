@@ -66,6 +66,7 @@ import torch
 from torch import Tensor
 
 from ..losses import dual_update, logit_flatness
+from ..validation import check_number
 from .base import RetainTerm, UnlearningModule
 
 
@@ -104,21 +105,12 @@ class PrimalDualUnlearning(UnlearningModule):
         retain_term: RetainTerm = "nll",
         **kwargs,
     ) -> None:
-        for name, value in (
-            ("retain_bound", retain_bound),
-            ("dual_init", dual_init),
-            ("dual_lr", dual_lr),
-        ):
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0:
-                raise ValueError(f"{name} must be >= 0, got {value}")
+        check_number("retain_bound", retain_bound, low=0)
+        check_number("dual_init", dual_init, low=0)
+        check_number("dual_lr", dual_lr, low=0)
         if dual_update not in ("step", "epoch"):
             raise ValueError(f"dual_update must be 'step' or 'epoch', got {dual_update!r}")
-        if (
-            isinstance(dual_warmup_epochs, bool)
-            or not isinstance(dual_warmup_epochs, int)
-            or dual_warmup_epochs < 0
-        ):
-            raise ValueError(f"dual_warmup_epochs must be an int >= 0, got {dual_warmup_epochs!r}")
+        check_number("dual_warmup_epochs", dual_warmup_epochs, low=0, integer=True)
         if retain_term == "none":
             raise ValueError(
                 "PrimalDualUnlearning constrains the retain loss: retain_term must be 'nll' or "

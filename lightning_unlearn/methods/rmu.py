@@ -29,6 +29,7 @@ from torch import Tensor, nn
 
 from ..losses import activation_mse
 from ..models import eval_mode, model_inputs
+from ..validation import check_number
 from .base import UnlearningModule
 
 
@@ -90,8 +91,7 @@ class RepresentationMisdirection(UnlearningModule):
     ) -> None:
         if layer < 0:
             raise ValueError(f"layer must be a decoder layer index >= 0, got {layer}")
-        if steering_coefficient <= 0:
-            raise ValueError(f"steering_coefficient must be > 0, got {steering_coefficient}")
+        check_number("steering_coefficient", steering_coefficient, low=0, strict=True)
         if kwargs.get("retain_term", "none") != "none":
             raise ValueError(
                 "RMU's retain term is its own (the frozen model's activations at `layer`, weighted "

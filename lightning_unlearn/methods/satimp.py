@@ -35,6 +35,7 @@ from __future__ import annotations
 from torch import Tensor
 
 from ..losses import satimp_loss
+from ..validation import check_number
 from .base import RetainTerm, UnlearningModule
 
 
@@ -65,9 +66,8 @@ class SatImp(UnlearningModule):
         retain_weight: float = 0.1,
         **kwargs,
     ) -> None:
-        for name, value in (("beta1", beta1), ("beta2", beta2)):
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0:
-                raise ValueError(f"{name} must be >= 0, got {value}")
+        check_number("beta1", beta1, low=0)
+        check_number("beta2", beta2, low=0)
         super().__init__(
             model_name_or_path, retain_term=retain_term, retain_weight=retain_weight, **kwargs
         )

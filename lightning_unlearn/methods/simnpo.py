@@ -16,6 +16,7 @@ from __future__ import annotations
 from torch import Tensor
 
 from ..losses import sequence_logprob, simnpo_loss, target_counts
+from ..validation import check_number
 from .base import RetainTerm, UnlearningModule
 
 
@@ -39,8 +40,7 @@ class SimNPO(UnlearningModule):
         retain_term: RetainTerm = "nll",
         **kwargs,
     ) -> None:
-        if beta <= 0:
-            raise ValueError(f"beta must be > 0, got {beta}")
+        check_number("beta", beta, low=0, strict=True)
         super().__init__(model_name_or_path, retain_term=retain_term, **kwargs)
         self.beta = float(beta)
         self.delta = float(delta)

@@ -15,7 +15,8 @@ from __future__ import annotations
 from torch import Tensor
 
 from ..losses import soft_target_cross_entropy, undial_target_logits
-from .base import RetainTerm, UnlearningModule
+from ..validation import check_number
+from .base import UnlearningModule
 
 
 class UNDIAL(UnlearningModule):
@@ -24,24 +25,16 @@ class UNDIAL(UnlearningModule):
     Args:
         strength: how much the true next token's logit is lowered in the target (the paper's
             gamma, often called beta in code; paper range 3-30).
-        retain_term: ``"none"`` (paper), ``"nll"`` or ``"kl"`` on retain data, weighted by
-            ``retain_weight``; see :class:`UnlearningModule`.
+        retain_term: ``"none"`` (paper; the base's default), ``"nll"`` or ``"kl"`` on retain data,
+            weighted by ``retain_weight``; see :class:`UnlearningModule`.
         **kwargs: see :class:`UnlearningModule`.
     """
 
     forget_needs_reference = True
 
-    def __init__(
-        self,
-        model_name_or_path: str,
-        *,
-        strength: float = 10.0,
-        retain_term: RetainTerm = "none",
-        **kwargs,
-    ) -> None:
-        if strength < 0:
-            raise ValueError(f"strength must be >= 0, got {strength}")
-        super().__init__(model_name_or_path, retain_term=retain_term, **kwargs)
+    def __init__(self, model_name_or_path: str, *, strength: float = 10.0, **kwargs) -> None:
+        check_number("strength", strength, low=0)
+        super().__init__(model_name_or_path, **kwargs)
         self.strength = float(strength)
 
     def forget_targets(self, batch: dict[str, Tensor]) -> Tensor:

@@ -33,6 +33,7 @@ from __future__ import annotations
 from torch import Tensor
 
 from ..losses import wga_loss
+from ..validation import check_number
 from .base import RetainTerm, UnlearningModule
 
 
@@ -57,8 +58,7 @@ class WeightedGradientAscent(UnlearningModule):
         retain_term: RetainTerm = "nll",
         **kwargs,
     ) -> None:
-        if isinstance(beta, bool) or not isinstance(beta, (int, float)) or not beta >= 0:
-            raise ValueError(f"beta must be >= 0, got {beta}")
+        check_number("beta", beta, low=0)
         super().__init__(model_name_or_path, retain_term=retain_term, **kwargs)
         self.beta = float(beta)
 

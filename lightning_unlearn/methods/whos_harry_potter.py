@@ -45,6 +45,7 @@ from ..losses import (
     whp_generic_logits,
 )
 from ..models import freeze, load_causal_lm, model_inputs
+from ..validation import check_number
 from .base import UnlearningModule
 
 log = logging.getLogger(__name__)
@@ -163,8 +164,7 @@ class WhosHarryPotter(UnlearningModule):
         anchored_terms: str | None = None,
         **kwargs,
     ) -> None:
-        if alpha < 0:
-            raise ValueError(f"alpha must be >= 0, got {alpha}")
+        check_number("alpha", alpha, low=0)
         if target not in ("hard", "soft"):
             raise ValueError(f"target must be 'hard' or 'soft', got {target!r}")
         if reinforced_model is None and reinforce_steps < 1:
@@ -172,8 +172,7 @@ class WhosHarryPotter(UnlearningModule):
                 f"reinforce_steps must be >= 1 to build the reinforced model, got "
                 f"{reinforce_steps}; or pass reinforced_model=<path>"
             )
-        if reinforce_lr <= 0:
-            raise ValueError(f"reinforce_lr must be > 0, got {reinforce_lr}")
+        check_number("reinforce_lr", reinforce_lr, low=0, strict=True)
         super().__init__(model_name_or_path, **kwargs)
         self.alpha = float(alpha)
         self.target = target
