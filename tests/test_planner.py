@@ -232,7 +232,7 @@ def test_planner_and_classes_agree_for_every_method_and_retain_term(short, retai
 def test_paper_defaults_of_the_retain_term():
     defaults = {k: method_needs(k) for k in METHODS}
     assert [k for k, n in defaults.items() if n.uses_retain] == [
-        "ga_gd", "ga_kl", "simnpo", "rmu", "wga", "satimp", "pdu"
+        "ga_gd", "ga_kl", "simnpo", "rmu", "wga", "satimp", "pdu", "dtm"
     ]  # fmt: skip
     assert not defaults["simnpo"].reference and defaults["npo"].reference
 

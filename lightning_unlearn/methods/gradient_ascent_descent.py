@@ -9,11 +9,13 @@ choice (see ``configs/data/``), not a separate class.
 
 from __future__ import annotations
 
-from .base import RetainTerm
-from .gradient_ascent import GradientAscent
+from torch import Tensor
+
+from ..losses import token_nll
+from .base import RetainTerm, UnlearningModule
 
 
-class GradientAscentDescent(GradientAscent):
+class GradientAscentDescent(UnlearningModule):
     """GA on forget data, NLL (gradient descent) on retain data.
 
     Args:
@@ -23,3 +25,6 @@ class GradientAscentDescent(GradientAscent):
 
     def __init__(self, model_name_or_path: str, *, retain_term: RetainTerm = "nll", **kwargs):
         super().__init__(model_name_or_path, retain_term=retain_term, **kwargs)
+
+    def forget_loss(self, batch: dict[str, Tensor]) -> Tensor:
+        return -token_nll(self(batch), batch["labels"])

@@ -7,11 +7,13 @@ base class's ``retain_term="kl"``, this class's default).
 
 from __future__ import annotations
 
-from .base import RetainTerm
-from .gradient_ascent import GradientAscent
+from torch import Tensor
+
+from ..losses import token_nll
+from .base import RetainTerm, UnlearningModule
 
 
-class GradientAscentKL(GradientAscent):
+class GradientAscentKL(UnlearningModule):
     """GA on forget data, KL divergence to the original model on retain data.
 
     Args:
@@ -21,3 +23,6 @@ class GradientAscentKL(GradientAscent):
 
     def __init__(self, model_name_or_path: str, *, retain_term: RetainTerm = "kl", **kwargs):
         super().__init__(model_name_or_path, retain_term=retain_term, **kwargs)
+
+    def forget_loss(self, batch: dict[str, Tensor]) -> Tensor:
+        return -token_nll(self(batch), batch["labels"])
