@@ -180,7 +180,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--methods",
         nargs="+",
-        default=None,
         choices=sorted(METHODS),
         help=f"methods in order (default {' '.join(DEFAULT_METHODS)}; smoke GA+GD)",
     )
@@ -196,13 +195,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--max-steps",
         type=int,
-        default=None,
         help="most steps of a run stopped at the target (default: the demo's)",
     )
     p.add_argument(
         "--pretrain-batch-size",
         type=int,
-        default=None,
         help="batch of the retrain / seen models (default: the demo's); another value trains "
         "this script's own seen model with it (more steps = more data-order randomness)",
     )

@@ -223,14 +223,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument(
         "--model",
-        default=None,
         help="base model folder (default: SmolLM2-135M-Instruct converted from GGUF)",
     )
     p.add_argument("--smoke", action="store_true", help="tiny settings for a test (needs --model)")
     p.add_argument(
         "--methods",
         nargs="+",
-        default=None,
         help=f"subset of {[m[0] for m in METHODS]} or dotted class paths of your own methods "
         "(default: all)",
     )
@@ -238,21 +236,18 @@ def build_parser() -> argparse.ArgumentParser:
         "--lrs",
         nargs="+",
         type=float,
-        default=None,
         help="learning rates (default: the demo's and 3x it)",
     )
     p.add_argument(
         "--budgets",
         nargs="+",
         type=int,
-        default=None,
         help="step budgets (default: half an epoch and one epoch over the forget set)",
     )
     p.add_argument("--check-every", type=int, default=1, help="steps between forget-ppl checks")
     p.add_argument(
         "--ttf-max-steps",
         type=int,
-        default=None,
         help="the time-to-forget runs go on until the stop, at most this many steps "
         "(default: 3 epochs)",
     )
@@ -261,7 +256,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--ttf-lr",
         type=float,
-        default=None,
         help="learning rate of the one-epoch GA / GA+GD runs (default: first --lrs)",
     )
     p.add_argument("--no-ttf", action="store_true", help="skip the one-epoch time-to-forget runs")
@@ -274,7 +268,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--render-only", action="store_true", help="re-render --markdown from --json")
     p.add_argument(
         "--commentary",
-        default=None,
         help="with --render-only: a markdown file of hand-written reading of the results",
     )
     p.add_argument(

@@ -177,19 +177,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--methods",
         nargs="+",
-        default=None,
         help=f"subset of {[m.name for m in METHODS]} (default: all)",
     )
     p.add_argument(
         "--unlearn-lr",
         type=float,
-        default=None,
         help="unlearning learning rate (default: the demo's, 7e-5)",
     )
     p.add_argument(
         "--max-unlearn-steps",
         type=int,
-        default=None,
         help="give up on the stop after this many steps (default: 3 epochs)",
     )
     p.add_argument("--tolerance", type=float, default=0.05, help="the stop's tolerance")
@@ -203,15 +200,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--relearn-steps",
         nargs="+",
         type=int,
-        default=None,
         help="relearning step counts scored (default 1 2 4 8)",
     )
-    p.add_argument(
-        "--relearn-lr",
-        type=float,
-        default=None,
-        help="relearning learning rate (default: the unlearning rate)",
-    )
+    p.add_argument("--relearn-lr", type=float, help="relearning lr (default: unlearning's)")
     p.add_argument("--slice-fraction", type=float, default=0.25)
     p.add_argument("--bits", nargs="+", type=int, default=[8, 4])
     p.add_argument("--group-size", type=int, default=64)
@@ -224,12 +215,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=["forget", "approximate", "general"],
         help="splits scored (forget and approximate are needed)",
     )
-    p.add_argument(
-        "--eval-chunks",
-        type=int,
-        default=None,
-        help="score at most this many windows per split (default: all)",
-    )
+    p.add_argument("--eval-chunks", type=int, help="windows scored per split (default: all)")
     p.add_argument("--eval-batch-size", type=int, default=8)
     p.add_argument("--resamples", type=int, default=1000, help="bootstrap resamples")
     p.add_argument("--confidence", type=float, default=0.95, help="bootstrap interval coverage")

@@ -245,7 +245,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--long-methods",
         nargs="+",
-        default=None,
         choices=list(METHODS),
         help="methods to run at lengths above 512 (default: all)",
     )

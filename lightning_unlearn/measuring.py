@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import math
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -100,17 +100,13 @@ class Measurer:
         return self._models[path]
 
     def checkpoint(
-        self,
-        model: str | os.PathLike | torch.nn.Module,
-        datamodule: UnlearningData,
-        *,
-        gguf_file: str | None = None,
-        generation: bool = True,
-        splits: Sequence[str] | None = None,
-        exclude: Mapping[str, Any] | None = None,
+        self, model: str | os.PathLike | torch.nn.Module, datamodule: UnlearningData, **options: Any
     ) -> Measurement:
-        """Every metric of a fixed checkpoint (a path, loaded once, or a model) on ``splits``,
-        ``exclude``'s documents left out (see ``UnlearningWorkflow.measure_checkpoint``)."""
+        """Every metric of a fixed checkpoint (a path, loaded once, or a model); ``options``:
+        ``gguf_file``, ``generation``, ``splits``, ``exclude`` as
+        ``UnlearningWorkflow.measure_checkpoint`` takes them."""
+        gguf_file, generation = options.get("gguf_file"), options.get("generation", True)
+        splits, exclude = options.get("splits"), options.get("exclude")
         path = None if isinstance(model, torch.nn.Module) else str(model)
         loaded = model if path is None else self.load(path, gguf_file=gguf_file)
         exclude = {k: set(v) for k, v in (exclude or {}).items()}

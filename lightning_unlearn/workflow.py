@@ -231,21 +231,12 @@ class UnlearningWorkflow(Callback):
         return self.before
 
     def run(
-        self,
-        trainer: Trainer,
-        module: LightningModule,
-        datamodule: UnlearningData,
-        *,
-        output_dir: str | Path | None = None,
-        export: bool = True,
-        before: Measurement | None = None,
-        columns: Mapping[str, Measurement] | None = None,
-        extra: Mapping[str, Any] | None = None,
+        self, trainer: Trainer, module: LightningModule, datamodule: UnlearningData, **options: Any
     ) -> dict[str, Any]:
-        """The whole workflow: :meth:`begin`, ``trainer.fit``, :meth:`finish`."""
-        self.begin(trainer, module, datamodule, before=before)
+        """The whole workflow: :meth:`begin` (``before``), ``trainer.fit``, :meth:`finish` (the
+        other ``options``: ``output_dir``, ``export``, ``columns``, ``method``, ``extra``)."""
+        self.begin(trainer, module, datamodule, before=options.pop("before", None))
         trainer.fit(module, datamodule=datamodule)
-        options = dict(output_dir=output_dir, export=export, columns=columns, extra=extra)
         return self.finish(trainer, module, datamodule, **options)
 
     def history(self) -> list[dict[str, Any]]:
