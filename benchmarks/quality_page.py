@@ -296,6 +296,8 @@ def render(results: dict[str, Any]) -> str:
             [row for run in results["runs"] for row in _grid_rows(run)],
         ),
     ]
+    if results.get("notes", {}).get("grid"):  # a note stored with the results (what changed since)
+        lines += ["", results["notes"]["grid"]]
     lines += ["", "## Time to forget", "", _ttf_text(results), ""]
     cut = results.get("cut")
     if cut:
