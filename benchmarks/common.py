@@ -81,8 +81,14 @@ def host_id() -> str:
         return platform.node() or "unknown"
 
 
+#: what benchmarks write (not code): left out of the working tree's ``+dirty``
+OUTPUTS = (":(exclude)benchmarks/results", ":(exclude)docs")
+
+
 def commit() -> str:
-    """The git commit of the working tree (``+dirty`` when tracked files differ)."""
+    """The git commit of the working tree (``+dirty`` when tracked files other than the
+    benchmarks' own outputs, ``benchmarks/results/`` and ``docs/``, differ: a benchmark running
+    beside another changes those, not the code)."""
     try:
         sha = subprocess.run(
             ["git", "rev-parse", "--short", "HEAD"],
@@ -92,7 +98,7 @@ def commit() -> str:
             check=True,
         ).stdout.strip()
         dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"],
+            ["git", "status", "--porcelain", "--untracked-files=no", "--", ".", *OUTPUTS],
             cwd=ROOT,
             capture_output=True,
             text=True,
