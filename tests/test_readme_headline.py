@@ -44,5 +44,5 @@ def test_every_headline_figure_is_in_the_rendered_sections():
         assert not missing, f"{missing} of README's headline are not in the {marker} section"
     # the stamps: each paragraph's commit is its section's
     for marker, paragraph in (("forgetting_quality", competition), ("robustness", robustness)):
-        commits = re.findall(r"`([0-9a-f]{7,40})`", paragraph)
+        commits = re.findall(r"`([0-9a-f]{7,40}(?:\+dirty)?)`", paragraph)
         assert commits and all(f"`{c}`" in _section(results, marker) for c in commits), marker
