@@ -105,6 +105,11 @@ def robustness(rob: dict[str, Any]) -> str:
             f"{_f(by_method[first]['mean'], 2)}), that of {last} least "
             f"({_f(by_method[last]['mean'], 2)})"
         )
+        if by_method[first]["mean"] < 0:  # below 0: still past the retrain model, not "better"
+            text += (
+                f"; below 0, {first} stays past the exact-retrain model (it overshot at the stop, "
+                f"{_f(by_method[first]['at_stop'], 2)}), which an attacker can also see"
+            )
     if not rob.get("complete"):
         text += f" ({len(rob['models']) - 2} methods measured so far)"
     return text + "."

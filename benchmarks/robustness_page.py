@@ -197,7 +197,9 @@ def render(results: dict) -> str:
         f"the seen model **B** at lr {o['unlearn_lr']:g} (constant, batch "
         f"{s['unlearn_batch_size']}) up to the approximate-retrain stop (forget ppl ≥ "
         f"{1 - o['tolerance']:.2f} × B's approximate ppl, checked every step, at most "
-        f"{o['max_unlearn_steps']} steps); the unlearned model **U**, B and the exact-retrain "
+        f"{o['max_unlearn_steps']} steps"
+        + _document_stop_text(results)
+        + "); the unlearned model **U**, B and the exact-retrain "
         "model **R** then go through the same attacks. Relearning: AdamW at lr "
         f"{o['relearn_lr']:g} (constant, full fine-tuning, batch {o['relearn_batch_size']}) for "
         f"k = {', '.join(map(str, o['relearn_steps']))} steps on "
@@ -281,6 +283,22 @@ def render(results: dict) -> str:
             "",
         ]
     return "\n".join(lines)
+
+
+def _document_stop_text(results: dict) -> str:
+    """The per-document rows' own stop (#27), named with their tolerance."""
+    rows = {
+        m: results["models"][m]["unlearning"]["document_targets"]
+        for m in results.get("methods", [])
+        if "document_targets" in (results["models"].get(m, {}).get("unlearning") or {})
+    }
+    if not rows:
+        return ""
+    named = ", ".join(f"{m} (tolerance {t['tolerance']:.3f} nats)" for m, t in rows.items())
+    return (
+        f"; per-document rows stop instead when every forget document is inside its band or "
+        f"the share inside and the distance to the bands stop improving: {named}"
+    )
 
 
 def _quantization_text(results: dict) -> str:
