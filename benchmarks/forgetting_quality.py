@@ -159,6 +159,18 @@ DOCUMENT_METHODS = (
         workflow={"documents": {"reference": NEVER_SEEN, "mask": True}},
         label="GA+GD, per-document mask, targets from the never-seen model (held-out retain)",
     ),
+    # every forget document in each step (one window each in the demo's corpus) beside a retain
+    # batch of the usual 4: each step moves every document towards its own band at once, where
+    # a batch of 4 moves the 20 others only as collateral
+    Method(
+        "DTM+ref/all",
+        "DocumentTargetMatching",
+        "retain",
+        data={**HELDOUT, "batch_size": "all", "retain_batch_size": 4},
+        workflow={"documents": {"reference": NEVER_SEEN}},
+        label="DTM, targets from the never-seen model, every forget document in each step "
+        "(held-out retain)",
+    ),
     Method(
         "GA+GD/held-out",
         "GradientAscentDescent",

@@ -11,7 +11,7 @@ import numpy as np
 from forgetting_quality_analysis import confidences
 
 #: the rows the per-document plot draws (those present), against the retrain models' mean
-DOCUMENT_ROWS = ("GA+GD", "DTM+ref", "DTM", "GA+GD+mask")
+DOCUMENT_ROWS = ("GA+GD", "DTM+ref", "DTM", "GA+GD+mask", "DTM+ref/all")
 DOCUMENT_PLOT = "results_document_loglik.png"
 
 

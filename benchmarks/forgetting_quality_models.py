@@ -68,11 +68,13 @@ def scores(measurement) -> dict[str, Any]:
     """Confidences (mean token log-likelihood per forget document) and utilities of one model
     from a workflow measurement; a non-finite log-likelihood (a diverged model) counts as
     :data:`DIVERGED_CONFIDENCE`."""
+    from lightning_unlearn.evaluation.targets import document_loglik
+
     forget = measurement.documents["forget"]
-    confidence = []
-    for ppl in forget["ppl"]:
-        value = -math.log(ppl) if ppl and math.isfinite(ppl) and ppl > 0 else math.nan
-        confidence.append(value if math.isfinite(value) else DIVERGED_CONFIDENCE)
+    logliks = document_loglik(forget)  # in the measurement's document order
+    if len(logliks) != len(forget["doc_index"]):
+        raise ValueError("the forget split's per-document columns repeat a doc_index")
+    confidence = [v if math.isfinite(v) else DIVERGED_CONFIDENCE for v in logliks.values()]
     v = measurement.values
     keys = ("forget_ppl", "retain_ppl", "general_ppl", "retain_acc", "general_acc")
     flat = {k: common.finite(v.get(k.replace("_", "/"))) for k in keys}
@@ -131,12 +133,13 @@ def unlearn_once(
     s = task.settings
 
     def data(retain, **options):  # approximate is not scored: the target is the seen model's
+        batch = options.pop("batch_size", s.unlearn_batch_size)  # "all": every forget document
         return demo_data(
             seen_dir,
             task.corpus,
             s,
             train="forget",
-            batch_size=s.unlearn_batch_size,
+            batch_size=s.forget_documents if batch == "all" else batch,
             retain=options.pop("retain_documents", None) or bool(retain),
             seed=seed,
             eval_splits=SCORE_SPLITS,

@@ -152,7 +152,7 @@ class UnlearnCLI(LightningCLI):
             type=int | None,
             default=DEFAULT_MAX_BATCH_TOKENS,
             help="refuse a training step holding more tokens than this "
-            "(batch_size x max_length x (1 + retain_per_forget)); "
+            "((batch_size + the retain batch) x max_length); "
             "null disables the check",
         )
         parser.add_argument(
@@ -278,6 +278,7 @@ class UnlearnCLI(LightningCLI):
             batch_size=int(getattr(data, "batch_size", 4)),
             max_length=int(getattr(data, "max_length", 512)),
             retain_per_forget=int(getattr(data, "retain_per_forget", 1)),
+            retain_batch_size=getattr(data, "retain_batch_size", None),
             with_retain=with_retain,
             max_batch_tokens=self._opts()["max_batch_tokens"],
         )

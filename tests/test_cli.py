@@ -178,7 +178,7 @@ BAD_INPUTS = {
     "batch above the memory budget": (
         lambda t, m, c: {"data": {"batch_size": 8}, "args": ["--max_batch_tokens", "512"]},
         [
-            "batch_size 8 x max_length 64",
+            "(batch_size 8 + 8 retain) x max_length 64",
             "= 1,024 tokens",
             "max_batch_tokens=512",
             "accumulate_grad_batches",
@@ -362,7 +362,7 @@ def test_token_budget_counts_the_retain_window_of_the_configured_retain_term(
     err = capsys.readouterr().err
     if refused:
         assert code == 2
-        assert "batch_size 2 x max_length 64 x (1 forget + 1 retain) = 256 tokens" in err
+        assert "(batch_size 2 + 2 retain) x max_length 64 = 256 tokens" in err
     else:
         assert code == 0, err[-2000:]
 

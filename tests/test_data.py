@@ -69,6 +69,18 @@ def test_combined_loader_one_forget_pass_and_retain_cycles(tiny_datamodule_kwarg
         assert Counter(first_pass) == Counter(retain) or epoch > 0
 
 
+def test_retain_batch_size_sets_the_retain_batch_whatever_the_forget_batch(
+    tiny_datamodule_kwargs,
+):
+    kw = {**tiny_datamodule_kwargs, "max_length": 12}
+    dm = UnlearningDataModule(**kw, batch_size=5, retain_batch_size=2)
+    dm.setup("fit")
+    forget = all_rows(dm.train_dataset("forget"))
+    sizes = [(len(rows(b["forget"])), len(rows(b["retain"]))) for b, _, _ in dm.train_dataloader()]
+    assert sizes and all(r == 2 for _, r in sizes)  # not 5 (batch_size x retain_per_forget)
+    assert sum(f for f, _ in sizes) == len(forget) and max(f for f, _ in sizes) == 5
+
+
 def test_forget_order_is_seeded_and_reshuffled_per_epoch(tiny_datamodule_kwargs):
     def order(seed, epoch):
         kw = {**tiny_datamodule_kwargs, "max_length": 12}
@@ -504,6 +516,12 @@ def test_documents_too_short_for_any_chunk(tiny_model_dir, tmp_path):
 def test_bad_arguments_are_rejected(tiny_model_dir):
     with pytest.raises(ValueError, match="retain_per_forget must be an integer >= 1"):
         UnlearningDataModule(str(tiny_model_dir), forget="x.jsonl", retain_per_forget=0)
+    with pytest.raises(ValueError, match="retain_batch_size must be an integer >= 1 or None"):
+        UnlearningDataModule(str(tiny_model_dir), forget="x.jsonl", retain_batch_size=0)
+    with pytest.raises(ValueError, match="keep one"):
+        UnlearningDataModule(
+            str(tiny_model_dir), forget="x.jsonl", retain_batch_size=2, retain_per_forget=2
+        )
     with pytest.raises(SourceError, match="exactly one of 'path' or 'hf_name'"):
         DataSource(path="a", hf_name="b")
     with pytest.raises(SourceError, match="unknown data source field"):

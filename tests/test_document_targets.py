@@ -20,6 +20,7 @@ from lightning_unlearn.evaluation.targets import (
     document_loglik,
 )
 from lightning_unlearn.losses import banded_target_loss
+from lightning_unlearn.testing import cpu_trainer
 from lightning_unlearn.workflow import UnlearningWorkflow
 
 
@@ -158,17 +159,8 @@ def test_the_mask_drops_the_rows_of_documents_at_their_target():
 
 # ------------------------------------------------------------------ the path, on a tiny model
 def _trainer(workflow, max_steps=12):
-    return L.Trainer(
-        max_steps=max_steps,
-        accelerator="cpu",
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        num_sanity_val_steps=0,
-        val_check_interval=1,
-        check_val_every_n_epoch=None,
-        callbacks=[workflow],
+    return cpu_trainer(
+        max_steps=max_steps, val_check_interval=1, check_val_every_n_epoch=None, callbacks=[workflow]
     )
 
 

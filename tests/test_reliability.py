@@ -325,11 +325,13 @@ def test_staged_outputs_publish_all_or_nothing(tiny_model_dir, tmp_path, monkeyp
 def test_batch_budget_names_the_product_and_the_fix():
     assert check_batch_budget(batch_size=4, max_length=512, retain_per_forget=1) == 4096
     with pytest.raises(
-        ValueError, match=r"batch_size 64 x max_length 4096 x \(1 forget \+ 1 retain\) = 524,288"
+        ValueError, match=r"\(batch_size 64 \+ 64 retain\) x max_length 4096 = 524,288"
     ):
         check_batch_budget(batch_size=64, max_length=4096)
     assert check_batch_budget(batch_size=64, max_length=4096, with_retain=False) == 262_144
     assert check_batch_budget(batch_size=64, max_length=4096, max_batch_tokens=None) == 524_288
+    # a retain batch of its own size: 56 forget + 8 retain windows, at the limit
+    assert check_batch_budget(batch_size=56, max_length=4096, retain_batch_size=8) == 262_144
 
 
 def test_strategy_names():

@@ -104,19 +104,22 @@ def check_batch_budget(
     retain_per_forget: int = 1,
     with_retain: bool = True,
     max_batch_tokens: int | None = DEFAULT_MAX_BATCH_TOKENS,
+    retain_batch_size: int | None = None,
 ) -> int:
     """Refuse a training step that would hold more than ``max_batch_tokens`` tokens.
 
     One step holds the forget batch and (methods with a retain term) the retain batch:
-    ``batch_size * max_length * (1 + retain_per_forget)`` tokens. Returns that number.
-    ``max_batch_tokens=None`` disables the check.
+    ``(batch_size + retain) * max_length`` tokens, where ``retain`` is ``retain_batch_size`` or
+    ``batch_size * retain_per_forget``. Returns that number. ``max_batch_tokens=None`` disables
+    the check.
     """
-    factor = 1 + (retain_per_forget if with_retain else 0)
-    tokens = batch_size * max_length * factor
+    retain = batch_size * retain_per_forget if retain_batch_size is None else retain_batch_size
+    windows = batch_size + (retain if with_retain else 0)
+    tokens = windows * max_length
     if max_batch_tokens is not None and tokens > max_batch_tokens:
         shape = f"batch_size {batch_size} x max_length {max_length}"
-        if factor > 1:
-            shape += f" x (1 forget + {retain_per_forget} retain)"
+        if with_retain and retain:
+            shape = f"(batch_size {batch_size} + {retain} retain) x max_length {max_length}"
         raise ValueError(
             f"one training step would hold {shape} = {tokens:,} tokens, above the allowed "
             f"max_batch_tokens={max_batch_tokens:,}. Lower data.batch_size (and set "

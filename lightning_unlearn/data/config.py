@@ -35,6 +35,7 @@ class DataConfig:
     windows_per_document: int | None = None
     batch_size: int = 4
     retain_per_forget: int = 1
+    retain_batch_size: int | None = None
     eval_batch_size: int = 8
     cache_dir: str | None = None
     num_workers: int = 0
@@ -57,6 +58,13 @@ class DataConfig:
         ):
             _check_int(name, getattr(self, name), low)
         _check_int("windows_per_document", self.windows_per_document, 1, optional=True)
+        _check_int("retain_batch_size", self.retain_batch_size, 1, optional=True)
+        if self.retain_batch_size is not None and self.retain_per_forget != 1:
+            raise ValueError(
+                f"retain_batch_size={self.retain_batch_size} and retain_per_forget="
+                f"{self.retain_per_forget} both set the retain batch: keep one (retain_per_forget: 1 "
+                "with retain_batch_size, or retain_batch_size: null)"
+            )
         if self.packing and self.windows_per_document is not None:
             raise ValueError(
                 "packing=True lays documents end to end, so a window is not a document's: set "
@@ -67,6 +75,14 @@ class DataConfig:
             if value is not None and value < 1:
                 raise ValueError(f"{name} must be >= 1 or None, got {value!r}")
         self.alternate_parts = bool(self.alternate_parts)
+
+    @property
+    def retain_batch(self) -> int:
+        """Retain windows per training batch: ``retain_batch_size``, or ``batch_size *
+        retain_per_forget``."""
+        if self.retain_batch_size is not None:
+            return self.retain_batch_size
+        return self.batch_size * self.retain_per_forget
 
 
 def _coerce(value: str | DataSource | None) -> DataSource | None:

@@ -108,6 +108,9 @@ class UnlearningDataModule(LightningDataModule):
         batch_size: forget windows per training batch (per process).
         retain_per_forget: retain windows per forget window (the paper's ``positive_ratio``):
             the retain batch size is ``batch_size * retain_per_forget``.
+        retain_batch_size: retain windows per training batch, whatever ``batch_size`` is
+            (e.g. every forget window in one batch beside a small retain batch); ``None``:
+            ``batch_size * retain_per_forget``. Not with ``retain_per_forget`` other than 1.
         eval_batch_size: windows per evaluation batch (per process).
         cache_dir: where tokenised splits are cached; default ``$LIGHTNING_UNLEARN_CACHE`` or
             ``~/.cache/lightning_unlearn/data``. The cache key covers the tokenizer,
@@ -146,6 +149,7 @@ class UnlearningDataModule(LightningDataModule):
         windows_per_document: int | None = None,
         batch_size: int = 4,
         retain_per_forget: int = 1,
+        retain_batch_size: int | None = None,
         eval_batch_size: int = 8,
         cache_dir: str | None = None,
         num_workers: int = 0,
@@ -269,7 +273,7 @@ class UnlearningDataModule(LightningDataModule):
             self.train_dataset("forget"),
             self.train_dataset("retain") if "retain" in self.train_sources else None,
             batch_size=self.batch_size,
-            retain_per_forget=self.retain_per_forget,
+            retain_batch_size=self.config.retain_batch,
             pad_token_id=self.pad_token_id,
             num_workers=self.num_workers,
             seed=self.seed,

@@ -261,7 +261,7 @@ def training_loaders(
     retain: Any | None,
     *,
     batch_size: int,
-    retain_per_forget: int,
+    retain_batch_size: int,
     pad_token_id: int,
     num_workers: int,
     seed: int,
@@ -296,7 +296,7 @@ def training_loaders(
         retain = ChunkDataset(retain)
         batches = CyclingBatchSampler(
             len(retain),
-            batch_size * retain_per_forget,
+            retain_batch_size,
             seed=seed + 1,
             rank=rank,
             world_size=world_size,

@@ -171,6 +171,10 @@ class DocumentTargets:
         """Which measured documents are inside their band."""
         return {d: abs(g) <= self.tolerance for d, g in self.gaps(values).items()}
 
+    def fraction_within(self, values: Mapping[int, float]) -> float:
+        """The fraction of the target documents inside their band (an unmeasured one is not)."""
+        return sum(self.within(values).values()) / max(1, len(self.target))
+
     def reached(self, values: Mapping[int, float]) -> set[int]:
         """The documents at or below the top of their band (a one-sided method is done with
         them: a per-document mask leaves them out of the forget term)."""
@@ -241,8 +245,7 @@ class DocumentStopping:
 
     def fraction(self, values: Mapping[int, float]) -> float:
         """The fraction of the targets' documents inside their band."""
-        inside = self.targets.within(values)
-        return sum(inside.values()) / max(1, len(self.targets.target))
+        return self.targets.fraction_within(values)
 
     def distance(self, values: Mapping[int, float]) -> float:
         """The mean distance of the measured documents to their band (0 inside it)."""
@@ -384,7 +387,7 @@ class DocumentTargeting:
         values = document_loglik(columns)
         if self.mask is not None:
             self.mask.reached = self.targets.reached(values)
-        fraction = sum(self.targets.within(values).values()) / max(1, len(self.targets.target))
+        fraction = self.targets.fraction_within(values)
         stop = self.stop.check(trainer, values) if self.stop is not None else False
         return stop, fraction
 
