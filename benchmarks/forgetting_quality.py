@@ -21,8 +21,9 @@ Populations (every model is trained, scored in memory and dropped: only its scor
   data) stopped at the approximate-retrain target (tolerance as the demo), GA for one epoch (the
   paper's fixed schedule), NPO+GD (in-distribution) stopped at the target, PDU; SimNPO on request;
   per-document targets (#27): DocumentTargetMatching with targets from the never-seen base model
-  (DTM+ref) and with quantile targets (DTM), GA+GD with the per-document mask, each stopped by the
-  per-document stop, with the **held-out retain protocol**: the retain term trains on the even
+  (DTM+ref) and with quantile targets (DTM), GA+GD with the per-document mask, and DTM+ref with
+  every forget document in each step beside a retain batch of 4 (DTM+ref/all), each
+  stopped by the per-document stop, with the **held-out retain protocol**: the retain term trains on the even
   retain documents and the retain utility is measured on the odd ones, which no method trained
   on (retrain seeds 1..N are scored on them again: ``retrain_heldout``).
 
@@ -181,7 +182,7 @@ DOCUMENT_METHODS = (
 )
 METHODS.update({m.name: m for m in DOCUMENT_METHODS})
 #: GA+GD/held-out (the same GA+GD under the held-out protocol) on request: not run by default
-DEFAULT_METHODS = ("GA+GD", "GA", "NPO+GD", "PDU", "DTM+ref", "GA+GD+mask", "DTM")
+DEFAULT_METHODS = ("GA+GD", "GA", "NPO+GD", "PDU", "DTM+ref", "GA+GD+mask", "DTM", "DTM+ref/all")
 LABELS = {key: m.title for key, m in METHODS.items()}
 
 

@@ -245,7 +245,8 @@ def render(results: dict[str, Any], labels: dict[str, str]) -> str:
             f"{recipe['epochs']} epoch(s) instead of {o['demo_recipe']['batch_size']} / "
             f"{o['demo_recipe']['epochs']}, the seen model handed to unlearning trained likewise"
         )
-    planned = 2 * n + n + n * len(o["methods"])
+    heldout = n if "retrain_heldout" in results["models"] else 0  # the held-out rows' retrain
+    planned = 2 * n + n + heldout + n * len(o["methods"])
     done = sum(len(v) for v in results["models"].values())
     lines = [
         "## Forgetting quality (NeurIPS 2023 competition score)",

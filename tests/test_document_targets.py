@@ -160,7 +160,10 @@ def test_the_mask_drops_the_rows_of_documents_at_their_target():
 # ------------------------------------------------------------------ the path, on a tiny model
 def _trainer(workflow, max_steps=12):
     return cpu_trainer(
-        max_steps=max_steps, val_check_interval=1, check_val_every_n_epoch=None, callbacks=[workflow]
+        max_steps=max_steps,
+        val_check_interval=1,
+        check_val_every_n_epoch=None,
+        callbacks=[workflow],
     )
 
 

@@ -29,6 +29,13 @@ every document inside its band, or the fraction inside no longer rising). The to
 before any run from the approximate split alone (half the target estimate's own error there); no
 retrained model informs a target, the tolerance or a hyper-parameter.
 
+Batching: give the forget term every forget document in each step (``data.batch_size`` = the
+forget split's windows, ``data.retain_batch_size`` a usual retain batch), so that each step moves
+every document towards its own band, pulling an overshot one back in the same step that pushes a
+remembered one down. With a batch of a few documents the others move only as the collateral of
+the shared weights, unseen by the loss until their turn, and most of them end past their band
+(``docs/results.md``, *Document by document*: the rows DTM+ref and DTM+ref/all).
+
 Run it through the workflow, which builds the targets::
 
     workflow = UnlearningWorkflow(documents=DocumentTargeting(reference="path/to/never-seen"))
