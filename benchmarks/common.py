@@ -233,7 +233,7 @@ class DemoTask:
         self,
         *,
         retain: str = "retain",
-        batch_size: int | None = None,
+        batch_size: int | str | None = None,
         eval_batch_size: int = 8,
         packing: bool = False,
         model_dir: Path | None = None,
@@ -241,11 +241,14 @@ class DemoTask:
     ):
         """The data module the demo uses; ``retain="general"`` trains the retain term on the
         general split (the paper's "general" retain data) while still *evaluating* the retain split.
-        ``options`` are more data-module options (``eval_subset``...).
+        ``options`` are more data-module options (``eval_subset``...). ``batch_size="all"``:
+        every forget document in each batch (one window each in the demo corpus).
         """
         from lightning_unlearn.data import UnlearningDataModule
 
         s, c = self.settings, self.corpus
+        if batch_size == "all":
+            batch_size = s.forget_documents
         return UnlearningDataModule(
             str(model_dir or self.seen_dir),
             forget=str(c / "forget.jsonl"),

@@ -106,6 +106,15 @@ METHODS = (
         "retain",
         workflow={"documents": {"reference": NEVER_SEEN, "mask": True}},
     ),
+    # DTM with every forget document in each step beside a retain batch of 4 (the competition
+    # benchmark's DTM+ref/all)
+    Method(
+        "DTM+ref/all in-dist",
+        "DocumentTargetMatching",
+        "retain",
+        data={"batch_size": "all", "retain_batch_size": 4},
+        workflow={"documents": {"reference": NEVER_SEEN}},
+    ),
 )
 
 
