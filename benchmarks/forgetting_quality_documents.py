@@ -153,6 +153,7 @@ def documents_text(results: dict[str, Any], labels: dict[str, str]) -> list[str]
                 f"approximate split {t['error']:.3f}, tolerance {t['tolerance']:.3f} nats{miss}"
             )
     lines += _goal(results, labels)
+    lines += _why_not(results, summary, labels)
     if results.get("document_plot"):
         lines += ["", f"![each forget document's log-likelihood]({results['document_plot']})"]
     return lines + [""]
@@ -192,3 +193,52 @@ def _goal(results: dict[str, Any], labels: dict[str, str]) -> list[str]:
             + ("reached" if met else "not reached")
         )
     return out
+
+
+def _why_not(results: dict[str, Any], summary: dict, labels: dict[str, str]) -> list[str]:
+    """What the table and the plot say about a goal not reached: how far the targets themselves
+    miss retraining against the retrain models' own spread, and how each row lands on them."""
+    rows = [r for r in results["rows"] if r["key"] in summary and "offset" in summary[r["key"]]]
+    missed = [
+        r
+        for r in rows
+        if not (
+            r["F"] >= GOAL_F and all(r.get(k) is not None and r[k] >= GOAL_RATIO for k in _RATIOS)
+        )
+    ]
+    centre = _retrain_centre(results)
+    if not missed or centre is None or "retrain" not in summary:
+        return []
+    docs = results["seen_model"]["doc_index"]
+    misses = {}  # per kind of target: the mean distance of the targets to retrain's means
+    for r in rows:
+        t = results["models"][r["key"]][0]["document_targets"]
+        gaps = [abs(t["target"][str(d)] - c) for d, c in zip(docs, centre)]
+        misses.setdefault(t["kind"], float(np.mean(gaps)))
+    spread = summary["retrain"]["spread"]
+    closest = min(rows, key=lambda r: summary[r["key"]]["distance"])
+    landed = "; ".join(
+        f"{labels.get(r['key'], r['key'])}: offset {_fmt(summary[r['key']]['offset'])}, "
+        f"{_fmt(summary[r['key']]['inside'], 2)} inside at the end, spread "
+        f"{_fmt(summary[r['key']]['spread'])}"
+        for r in rows
+    )
+    return [
+        "",
+        "**Why not, from the table and the plot.** The targets themselves miss retraining by "
+        + ", ".join(
+            f"{_fmt(m)} nats per document ({_KINDS.get(kind, kind)} targets, {m / spread:.1f}× "
+            "the retrain models' own spread)"
+            for kind, m in misses.items()
+        )
+        + f" (the spread: {_fmt(spread, 4)}): a row that "
+        "landed every document on its target would still sit several spreads from retraining. "
+        "And the rows land "
+        f"unevenly on their targets: {landed}. The closest to retraining is "
+        f"{labels.get(closest['key'], closest['key'])} "
+        f"({_fmt(summary[closest['key']]['distance'])} nats per document, F {_fmt(closest['F'])}).",
+    ]
+
+
+_RATIOS = ("retain_ratio", "general_ratio")
+_KINDS = {"reference": "the never-seen model's", "quantiles": "quantile"}
