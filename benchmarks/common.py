@@ -196,6 +196,15 @@ def smoke_settings(cache_dir: str | os.PathLike):
     )
 
 
+def forget_batch(settings, batch_size: int | str | None) -> int:
+    """The forget batch of a benchmark row: ``None`` the demo's unlearning batch, ``"all"`` every
+    forget document (one window each in the demo corpus: its documents are shorter than a
+    window), else the number given."""
+    if batch_size == "all":
+        return settings.forget_documents
+    return batch_size or settings.unlearn_batch_size
+
+
 @dataclasses.dataclass
 class DemoTask:
     """The demo's task: the corpus, the seen model, the exact-retrain model and their data.
@@ -247,8 +256,6 @@ class DemoTask:
         from lightning_unlearn.data import UnlearningDataModule
 
         s, c = self.settings, self.corpus
-        if batch_size == "all":
-            batch_size = s.forget_documents
         return UnlearningDataModule(
             str(model_dir or self.seen_dir),
             forget=str(c / "forget.jsonl"),
@@ -259,7 +266,7 @@ class DemoTask:
             general=str(c / "general.jsonl"),
             max_length=s.max_length,
             packing=packing,
-            batch_size=batch_size or s.unlearn_batch_size,
+            batch_size=forget_batch(s, batch_size),
             eval_batch_size=eval_batch_size,
             cache_dir=str(Path(s.cache_dir) / "data"),
             seed=s.seed,

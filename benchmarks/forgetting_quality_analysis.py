@@ -153,6 +153,9 @@ def analyse(results: dict[str, Any], labels: dict[str, str]) -> None:
     rows = []
 
     held = sorted(models.get("retrain_heldout", []), key=lambda m: m["seed"])
+    # the held-out population is the same recipe retrained (seeds 1..N again), on the machine of
+    # the rows that needed it: its seconds time the retrain side there too
+    timed = retrain + held
 
     def add(kind, key, label, unlearned, retrained, planned):
         if min(len(unlearned), len(retrained)) >= 2:
@@ -160,9 +163,6 @@ def analyse(results: dict[str, Any], labels: dict[str, str]) -> None:
             if heldout and len(held) < min(len(unlearned), len(retrained)):
                 return  # its utilities need the retrain models scored on the held-out half
             utility = held if heldout else None
-            # the held-out population is the same recipe retrained (seeds 1..N again), on the
-            # machine of the rows that needed it: its seconds time the retrain side there too
-            timed = retrain + held
             row = compare(unlearned, retrained, search=search, timed=timed, utility=utility)
             row.update({"retain_split": "heldout"} if heldout else {})
             rows.append({"kind": kind, "key": key, "label": label, "planned": planned, **row})

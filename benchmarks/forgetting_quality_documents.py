@@ -145,9 +145,9 @@ def documents_text(results: dict[str, Any], labels: dict[str, str]) -> list[str]
             shift = f", shift {t['shift']:+.3f}" if t.get("shift") is not None else ""
             miss = ""
             if centre is not None:
-                docs = results["seen_model"]["doc_index"]
-                gaps = [abs(t["target"][str(d)] - c) for d, c in zip(docs, centre)]
-                miss = f"; the targets' distance to retrain {_fmt(float(np.mean(gaps)))}"
+                miss = (
+                    f"; the targets' distance to retrain {_fmt(_targets_miss(results, t, centre))}"
+                )
             lines.append(
                 f"- {labels.get(key, key)}: {t['kind']}{shift}, the estimate's error on the "
                 f"approximate split {t['error']:.3f}, tolerance {t['tolerance']:.3f} nats{miss}"
@@ -168,6 +168,18 @@ def _fmt(x, digits=3):
 GOAL_F, GOAL_RATIO = 0.099, 0.98
 
 
+def _targets_miss(results: dict[str, Any], targets: dict, centre: np.ndarray) -> float:
+    """The mean distance of a row's targets to retrain seeds 1..N's mean log-likelihoods."""
+    docs = results["seen_model"]["doc_index"]
+    return float(np.mean([abs(targets["target"][str(d)] - c) for d, c in zip(docs, centre)]))
+
+
+def _met(row: dict[str, Any]) -> bool:
+    """Did the row reach #27's goal (F and both held-out utility ratios)?"""
+    ratios = (row.get("retain_ratio"), row.get("general_ratio"))
+    return row["F"] >= GOAL_F and all(x is not None and x >= GOAL_RATIO for x in ratios)
+
+
 def _retrain_centre(results: dict[str, Any]) -> np.ndarray | None:
     n = results["options"]["n"]
     first = [m for m in results["models"].get("retrain", []) if m["seed"] <= n]
@@ -185,12 +197,10 @@ def _goal(results: dict[str, Any], labels: dict[str, str]) -> list[str]:
         f"0.2.0; held-out retain and general accuracy ratios ≥ {GOAL_RATIO}):",
     ]
     for r in rows:
-        ratios = (r.get("retain_ratio"), r.get("general_ratio"))
-        met = r["F"] >= GOAL_F and all(x is not None and x >= GOAL_RATIO for x in ratios)
         out.append(
             f"- {labels.get(r['key'], r['key'])}: F {_fmt(r['F'])}, retain ratio "
-            f"{_fmt(ratios[0])}, general ratio {_fmt(ratios[1])}: "
-            + ("reached" if met else "not reached")
+            f"{_fmt(r.get('retain_ratio'))}, general ratio {_fmt(r.get('general_ratio'))}: "
+            + ("reached" if _met(r) else "not reached")
         )
     return out
 
@@ -199,22 +209,14 @@ def _why_not(results: dict[str, Any], summary: dict, labels: dict[str, str]) -> 
     """What the table and the plot say about a goal not reached: how far the targets themselves
     miss retraining against the retrain models' own spread, and how each row lands on them."""
     rows = [r for r in results["rows"] if r["key"] in summary and "offset" in summary[r["key"]]]
-    missed = [
-        r
-        for r in rows
-        if not (
-            r["F"] >= GOAL_F and all(r.get(k) is not None and r[k] >= GOAL_RATIO for k in _RATIOS)
-        )
-    ]
+    missed = [r for r in rows if not _met(r)]
     centre = _retrain_centre(results)
     if not missed or centre is None or "retrain" not in summary:
         return []
-    docs = results["seen_model"]["doc_index"]
     misses = {}  # per kind of target: the mean distance of the targets to retrain's means
     for r in rows:
         t = results["models"][r["key"]][0]["document_targets"]
-        gaps = [abs(t["target"][str(d)] - c) for d, c in zip(docs, centre)]
-        misses.setdefault(t["kind"], float(np.mean(gaps)))
+        misses.setdefault(t["kind"], _targets_miss(results, t, centre))
     spread = summary["retrain"]["spread"]
     closest = min(rows, key=lambda r: summary[r["key"]]["distance"])
     landed = "; ".join(
@@ -240,5 +242,4 @@ def _why_not(results: dict[str, Any], summary: dict, labels: dict[str, str]) -> 
     ]
 
 
-_RATIOS = ("retain_ratio", "general_ratio")
 _KINDS = {"reference": "the never-seen model's", "quantiles": "quantile"}

@@ -133,13 +133,12 @@ def unlearn_once(
     s = task.settings
 
     def data(retain, **options):  # approximate is not scored: the target is the seen model's
-        batch = options.pop("batch_size", s.unlearn_batch_size)  # "all": every forget document
         return demo_data(
             seen_dir,
             task.corpus,
             s,
             train="forget",
-            batch_size=s.forget_documents if batch == "all" else batch,
+            batch_size=common.forget_batch(s, options.pop("batch_size", None)),
             retain=options.pop("retain_documents", None) or bool(retain),
             seed=seed,
             eval_splits=SCORE_SPLITS,

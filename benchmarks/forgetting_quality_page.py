@@ -115,11 +115,9 @@ def _efficiency(results) -> str:
     if fast:
         return f"it is met by {', '.join(fast)}."
     retrain = sorted({_sec(r["seconds_retrained"]) for r in rows}, key=float)
-    span = retrain[0]
-    if len(retrain) > 1:
+    span = f"{retrain[0]} s of steps"
+    if len(retrain) > 1:  # rows timed on different machines
         span = f"{retrain[0]}–{retrain[-1]} s of steps (on the machine that timed each row)"
-    else:
-        span += " s of steps"
     return (
         f"no method meets it: retraining on the demo task is only {span}, and the unlearning "
         "runs take "
